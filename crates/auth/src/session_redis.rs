@@ -1,0 +1,257 @@
+//! Sessions in Redis. Each state change is one Lua script, so fifty simultaneous logins of one
+//! user serialize inside Redis and leave exactly one session.
+//!
+//! Keys (under the configured prefix):
+//! - `user:{user_id}:sessions` sorted set of session ids by creation time
+//! - `session:{sid}` hash: user_id, device, created_at, last_seen_at, refresh (token hash)
+//! - `refresh:{hash}` the session id a refresh token belongs to
+//! - `revoked` sorted set of revocations (JSON) scored by the time their tokens expire
+//! - channel `revocations` carries each revocation (JSON) to every node
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::broadcast;
+
+use crate::revocation::Revocation;
+use crate::session::{
+    LoginGrant, SessionError, SessionInfo, SessionStore, SessionTtls, hash_refresh_token, new_refresh_token,
+    new_session_id, revoked_until,
+};
+
+/// Ends one session: drops its refresh token and record, records and publishes the revocation.
+const END_SESSION_LUA: &str = r"
+local function end_session(p, sid, code, expires)
+  local skey = p .. 'session:' .. sid
+  local uid = redis.call('HGET', skey, 'user_id')
+  if not uid then return 0 end
+  local rh = redis.call('HGET', skey, 'refresh')
+  if rh then redis.call('DEL', p .. 'refresh:' .. rh) end
+  redis.call('DEL', skey)
+  redis.call('ZREM', p .. 'user:' .. uid .. ':sessions', sid)
+  local rev = cjson.encode({sid = sid, user_id = uid, code = tonumber(code), ['until'] = tonumber(expires)})
+  redis.call('ZADD', p .. 'revoked', expires, rev)
+  redis.call('PUBLISH', p .. 'revocations', rev)
+  return 1
+end
+";
+
+/// ARGV: prefix, user_id, sid, refresh_hash, device, now_ms, ttl_s, revoked_until, now_s.
+const LOGIN_LUA: &str = r"
+local p, uid, sid, rh, device, now, ttl, expires, now_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local ukey = p .. 'user:' .. uid .. ':sessions'
+for _, old in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do end_session(p, old, 4001, expires) end
+redis.call('ZREMRANGEBYSCORE', p .. 'revoked', '-inf', '(' .. now_s)
+redis.call('ZADD', ukey, now, sid)
+redis.call('EXPIRE', ukey, ttl)
+local skey = p .. 'session:' .. sid
+redis.call('HSET', skey, 'user_id', uid, 'device', device, 'created_at', now, 'last_seen_at', now, 'refresh', rh)
+redis.call('EXPIRE', skey, ttl)
+redis.call('SET', p .. 'refresh:' .. rh, sid, 'EX', ttl)
+return 1
+";
+
+/// ARGV: prefix, old_hash, new_hash, now_ms, ttl_s. Returns {sid, user_id} or false.
+const REFRESH_LUA: &str = r"
+local p, old, new, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local sid = redis.call('GET', p .. 'refresh:' .. old)
+if not sid then return false end
+redis.call('DEL', p .. 'refresh:' .. old)
+local skey = p .. 'session:' .. sid
+local uid = redis.call('HGET', skey, 'user_id')
+if not uid then return false end
+redis.call('HSET', skey, 'refresh', new, 'last_seen_at', now)
+redis.call('EXPIRE', skey, ttl)
+redis.call('EXPIRE', p .. 'user:' .. uid .. ':sessions', ttl)
+redis.call('SET', p .. 'refresh:' .. new, sid, 'EX', ttl)
+return {sid, uid}
+";
+
+/// ARGV: prefix, sid, code, revoked_until.
+const REVOKE_LUA: &str = r"
+return end_session(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+";
+
+/// How long the revocation listener waits before reconnecting to Redis.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+
+/// Sessions kept in Redis, shared by every gateway and node.
+pub struct RedisSessions {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    ttls: SessionTtls,
+    login: Script,
+    refresh: Script,
+    revoke: Script,
+    feed: OnceLock<broadcast::Sender<Revocation>>,
+}
+
+impl RedisSessions {
+    /// Connects to Redis; fails if it does not answer.
+    pub async fn connect(url: &str, prefix: &str, ttls: SessionTtls) -> Result<Arc<Self>, SessionError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client.clone()).await?;
+        Ok(Arc::new(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            ttls,
+            login: Script::new(&format!("{END_SESSION_LUA}{LOGIN_LUA}")),
+            refresh: Script::new(REFRESH_LUA),
+            revoke: Script::new(&format!("{END_SESSION_LUA}{REVOKE_LUA}")),
+            feed: OnceLock::new(),
+        }))
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    /// Listens on the revocation channel for ever: subscribe, then replay the revocations in
+    /// force, then forward each published one; on any error, reconnect and do it again.
+    async fn listen(client: redis::Client, channel: String, revoked_key: String, tx: broadcast::Sender<Revocation>) {
+        loop {
+            if let Err(e) = Self::listen_once(&client, &channel, &revoked_key, &tx).await {
+                tracing::warn!(error = %e, "revocation feed lost; resubscribing");
+            }
+            tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+        }
+    }
+
+    async fn listen_once(
+        client: &redis::Client,
+        channel: &str,
+        revoked_key: &str,
+        tx: &broadcast::Sender<Revocation>,
+    ) -> redis::RedisResult<()> {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let now = chrono::Utc::now().timestamp();
+        let in_force: Vec<String> = conn.zrangebyscore(revoked_key, now, "+inf").await?;
+        for text in in_force {
+            if let Ok(revocation) = serde_json::from_str(&text) {
+                let _ = tx.send(revocation);
+            }
+        }
+        tracing::info!(channel, "revocation feed subscribed");
+        let mut messages = pubsub.into_on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(text) = msg.get_payload::<String>() else { continue };
+            match serde_json::from_str::<Revocation>(&text) {
+                Ok(revocation) => {
+                    let _ = tx.send(revocation);
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed revocation"),
+            }
+        }
+        Err(redis::RedisError::from((redis::ErrorKind::Io, "revocation channel closed")))
+    }
+}
+
+fn ttl_secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+#[async_trait]
+impl SessionStore for RedisSessions {
+    async fn login(&self, user_id: &str, device: &str) -> Result<LoginGrant, SessionError> {
+        let sid = new_session_id();
+        let refresh_token = new_refresh_token();
+        let now = chrono::Utc::now();
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .login
+            .arg(&self.prefix)
+            .arg(user_id)
+            .arg(&sid)
+            .arg(hash_refresh_token(&refresh_token))
+            .arg(device)
+            .arg(now.timestamp_millis())
+            .arg(ttl_secs(self.ttls.refresh))
+            .arg(revoked_until(&self.ttls))
+            .arg(now.timestamp())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(LoginGrant { user_id: user_id.to_owned(), sid, refresh_token })
+    }
+
+    async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, SessionError> {
+        let next = new_refresh_token();
+        let mut conn = self.conn.clone();
+        let found: Option<(String, String)> = self
+            .refresh
+            .arg(&self.prefix)
+            .arg(hash_refresh_token(refresh_token))
+            .arg(hash_refresh_token(&next))
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(ttl_secs(self.ttls.refresh))
+            .invoke_async(&mut conn)
+            .await?;
+        let (sid, user_id) = found.ok_or(SessionError::InvalidRefreshToken)?;
+        Ok(LoginGrant { user_id, sid, refresh_token: next })
+    }
+
+    async fn revoke(&self, sid: &str, code: u16) -> Result<bool, SessionError> {
+        let mut conn = self.conn.clone();
+        let ended: i64 = self
+            .revoke
+            .arg(&self.prefix)
+            .arg(sid)
+            .arg(code)
+            .arg(revoked_until(&self.ttls))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(ended == 1)
+    }
+
+    async fn is_live(&self, sid: &str) -> Result<bool, SessionError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.exists(self.key(&format!("session:{sid}"))).await?)
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionInfo>, SessionError> {
+        let mut conn = self.conn.clone();
+        let sids: Vec<String> = conn.zrange(self.key(&format!("user:{user_id}:sessions")), 0, -1).await?;
+        let mut out = Vec::with_capacity(sids.len());
+        for sid in sids {
+            let fields: std::collections::HashMap<String, String> =
+                conn.hgetall(self.key(&format!("session:{sid}"))).await?;
+            let ms = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+            if fields.contains_key("user_id") {
+                out.push(SessionInfo {
+                    device: fields.get("device").cloned().unwrap_or_default(),
+                    created_at_ms: ms("created_at"),
+                    last_seen_at_ms: ms("last_seen_at"),
+                    sid,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        let tx = self.feed.get_or_init(|| {
+            let (tx, _) = broadcast::channel(4096);
+            tokio::spawn(Self::listen(
+                self.client.clone(),
+                self.key("revocations"),
+                self.key("revoked"),
+                tx.clone(),
+            ));
+            tx
+        });
+        tx.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), SessionError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! The cluster bus on Apache Kafka. One idempotent producer per process (acks=all); one consumer
+//! per node that is *assigned* every partition (no consumer group: every node must see every
+//! room) and positioned at the partitions' ends when it starts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use onlychat_protocol::BusEvent;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{Bus, BusError, Delivered, DeliverySink, partition_for};
+
+/// How to reach Kafka and shape the topic.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions when the topic has to be created.
+    pub partitions: i32,
+    /// Upper bound on how long a `send` may wait for the broker's acknowledgement.
+    pub produce_timeout: Duration,
+    /// Used in client ids so broker logs tell nodes apart.
+    pub node_id: String,
+}
+
+/// The Kafka-backed bus.
+pub struct KafkaBus {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    partitions: i32,
+    epoch: String,
+    ready: Arc<AtomicBool>,
+}
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the consumer may log the same kind of transient error.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn setup_err(e: impl std::fmt::Display) -> BusError {
+    BusError::Setup(e.to_string())
+}
+
+impl KafkaBus {
+    /// Connects, creates the topic if it is missing, and learns its partition count.
+    pub async fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("client.id", format!("onlychat-{}", settings.node_id))
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", settings.produce_timeout.as_millis().to_string())
+            .create()
+            .map_err(setup_err)?;
+        ensure_topic(&settings).await?;
+        let partitions = partition_count(&producer, &settings.topic).await?;
+        let epoch = format!("{}-p{partitions}", settings.topic);
+        Ok(Self { settings, producer, partitions, epoch, ready: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// The topic's partition count.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    fn consumer(&self) -> Result<StreamConsumer, BusError> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.settings.brokers)
+            .set("client.id", format!("onlychat-{}-fanout", self.settings.node_id))
+            // Required by librdkafka even for manual assignment; never committed to.
+            .set("group.id", format!("onlychat-fanout-{}", self.settings.node_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "10")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(setup_err)
+    }
+}
+
+async fn ensure_topic(settings: &KafkaSettings) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &settings.brokers).create().map_err(setup_err)?;
+    // Replication -1: the broker's default.replication.factor decides.
+    let topic = NewTopic::new(&settings.topic, settings.partitions, TopicReplication::Fixed(-1));
+    let options = AdminOptions::new().operation_timeout(Some(Timeout::After(METADATA_TIMEOUT)));
+    let results = admin.create_topics([&topic], &options).await.map_err(setup_err)?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(BusError::Setup(format!("cannot create topic {name}: {code}"))),
+        }
+    }
+    Ok(())
+}
+
+async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, BusError> {
+    let producer = producer.clone();
+    let topic = topic.to_owned();
+    let deadline = Instant::now() + METADATA_TIMEOUT;
+    // A just-created topic can take a moment to show up in metadata.
+    loop {
+        let (producer, name) = (producer.clone(), topic.clone());
+        let count = tokio::task::spawn_blocking(move || {
+            let metadata = producer.client().fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            Ok::<_, rdkafka::error::KafkaError>(
+                metadata.topics().iter().find(|t| t.name() == name).map_or(0, |t| t.partitions().len()),
+            )
+        })
+        .await
+        .map_err(setup_err)?
+        .map_err(setup_err)?;
+        if count > 0 {
+            return i32::try_from(count).map_err(setup_err);
+        }
+        if Instant::now() > deadline {
+            return Err(BusError::Setup(format!("topic {topic} has no partitions")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    fn publish(&self, event: &BusEvent) -> BoxFuture<'static, Result<u64, BusError>> {
+        let unavailable = |e: rdkafka::error::KafkaError| BusError::Unavailable(e.to_string());
+        let payload = match serde_json::to_vec(event) {
+            Ok(payload) => payload,
+            Err(e) => return Box::pin(std::future::ready(Err(BusError::Unavailable(e.to_string())))),
+        };
+        let room = event.room();
+        let record =
+            FutureRecord::to(&self.settings.topic).key(room).payload(&payload).partition(self.partition_of(room));
+        // send_result enqueues now (keeping the caller's order); the delivery future is bounded
+        // by message.timeout.ms.
+        let delivery = match self.producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((e, _)) => return Box::pin(std::future::ready(Err(unavailable(e)))),
+        };
+        Box::pin(async move {
+            let delivery = delivery
+                .await
+                .map_err(|_| BusError::Unavailable("the producer went away".into()))?
+                .map_err(|(e, _)| unavailable(e))?;
+            u64::try_from(delivery.offset + 1).map_err(|e| BusError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn partition_of(&self, room: &str) -> i32 {
+        partition_for(room, self.partitions)
+    }
+
+    fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    async fn start_consuming(&self, sink: Arc<dyn DeliverySink>) -> Result<(), BusError> {
+        let consumer = Arc::new(self.consumer()?);
+        let (topic, partitions) = (self.settings.topic.clone(), self.partitions);
+        let positioner = consumer.clone();
+        let ends = tokio::task::spawn_blocking(move || {
+            let mut list = TopicPartitionList::new();
+            let mut ends = Vec::new();
+            for p in 0..partitions {
+                let (_, high) = positioner.fetch_watermarks(&topic, p, METADATA_TIMEOUT)?;
+                list.add_partition_offset(&topic, p, Offset::Offset(high))?;
+                ends.push((p, high));
+            }
+            positioner.assign(&list)?;
+            Ok::<_, rdkafka::error::KafkaError>(ends)
+        })
+        .await
+        .map_err(setup_err)?
+        .map_err(setup_err)?;
+        for (partition, high) in ends {
+            sink.positioned(partition, u64::try_from(high).unwrap_or(0));
+        }
+        self.ready.store(true, Ordering::SeqCst);
+        tokio::spawn(consume(consumer, sink));
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+}
+
+/// The fan-out loop: every record, in partition order, to the sink.
+async fn consume(consumer: Arc<StreamConsumer>, sink: Arc<dyn DeliverySink>) {
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        match consumer.recv().await {
+            Ok(message) => {
+                let Some(payload) = message.payload() else { continue };
+                let position = u64::try_from(message.offset() + 1).unwrap_or(0);
+                match serde_json::from_slice::<BusEvent>(payload) {
+                    Ok(event) => sink.deliver(Delivered { partition: message.partition(), position, event }),
+                    Err(e) => tracing::warn!(partition = message.partition(), position, error = %e, "skipping a record that is not an onlychat event"),
+                }
+            }
+            Err(e) => {
+                // Transient broker errors arrive many times a second while Kafka is away.
+                if last_error_log.is_none_or(|t| t.elapsed() > ERROR_LOG_EVERY) {
+                    tracing::warn!(error = %e, "kafka consumer error; retrying");
+                    last_error_log = Some(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

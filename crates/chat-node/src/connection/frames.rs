@@ -1,0 +1,207 @@
+//! What each client frame does once a socket is authenticated. Replies go through the
+//! connection's own outbound queue, the same path as fan-out, so one writer owns the socket.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use onlychat_auth::Claims;
+use onlychat_protocol::{BusEvent, ClientFrame, ErrorCode, PresenceEvent, ServerFrame, parse_client_frame, rfc3339};
+use onlychat_protocol::server::PresenceKind;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::Node;
+use crate::registry::ConnHandle;
+
+/// The state of one authenticated connection.
+pub(crate) struct Conn {
+    pub(crate) node: Arc<Node>,
+    handle: ConnHandle,
+    claims: Claims,
+    rooms: HashSet<String>,
+    in_flight: Arc<Semaphore>,
+}
+
+fn error(code: ErrorCode, message: &str, r#ref: Option<String>, room: Option<String>) -> ServerFrame {
+    ServerFrame::Error { code, message: message.to_owned(), r#ref, room, client_id: None }
+}
+
+fn expires_at_text(exp: i64) -> String {
+    chrono::DateTime::from_timestamp(exp, 0).map(rfc3339).unwrap_or_default()
+}
+
+impl Conn {
+    pub(crate) fn new(node: Arc<Node>, handle: ConnHandle, claims: Claims) -> Self {
+        let in_flight = Arc::new(Semaphore::new(node.settings.max_in_flight_sends));
+        Self { node, handle, claims, rooms: HashSet::new(), in_flight }
+    }
+
+    pub(crate) fn welcome(&self) -> ServerFrame {
+        ServerFrame::Welcome {
+            user_id: self.claims.sub.clone(),
+            session_id: self.claims.sid.clone(),
+            node: self.node.settings.node_id.clone(),
+            heartbeat_s: self.node.settings.heartbeat.as_secs(),
+            max_frame_bytes: self.node.settings.max_frame_bytes,
+            expires_at: expires_at_text(self.claims.exp),
+        }
+    }
+
+    /// When the access token stops covering this socket.
+    pub(crate) fn expires_at(&self) -> Instant {
+        super::instant_at(self.claims.exp)
+    }
+
+    /// Queues a frame for this socket.
+    pub(crate) fn reply(&self, frame: ServerFrame) {
+        offer(&self.handle, frame);
+    }
+
+    /// Handles one text frame; never fails the connection.
+    pub(crate) async fn on_text(&mut self, text: &str) {
+        metrics::counter!("onlychat_frames_in_total").increment(1);
+        let inbound = match parse_client_frame(text) {
+            Ok(inbound) => inbound,
+            Err(err) => return self.reply(ServerFrame::error(err)),
+        };
+        let r#ref = inbound.r#ref;
+        match inbound.frame {
+            ClientFrame::Auth { .. } => {
+                self.reply(error(ErrorCode::BadFrame, "this socket is already authenticated", r#ref, None));
+            }
+            ClientFrame::Ping => self.reply(ServerFrame::Pong { r#ref }),
+            ClientFrame::Join { room, .. } => self.join(room, r#ref).await,
+            ClientFrame::Leave { room } => self.leave(room, r#ref).await,
+            ClientFrame::Send { room, body, client_id } => self.send(room, body, client_id, r#ref).await,
+            ClientFrame::Typing { room } => self.typing(room, r#ref),
+            ClientFrame::Refresh { token } => self.refresh(&token, r#ref),
+        }
+    }
+
+    async fn join(&mut self, room: String, r#ref: Option<String>) {
+        if !self.rooms.contains(&room) && self.rooms.len() >= self.node.settings.max_rooms_per_connection {
+            return self.reply(error(ErrorCode::TooManyRooms, "this connection is in too many rooms", r#ref, Some(room)));
+        }
+        let outcome = self.node.registry.join(&room, &self.handle);
+        let newly_joined = self.rooms.insert(room.clone());
+        let local = self.node.registry.local_online(&room);
+        let online = self.node.deps.presence.enter(&room, &self.claims.sub, local).await;
+        self.reply(ServerFrame::Joined {
+            r#ref,
+            room: room.clone(),
+            epoch: self.node.registry.epoch().to_owned(),
+            position: outcome.position,
+            recovered: false,
+            online,
+        });
+        if newly_joined && outcome.first_for_user {
+            self.announce(&room, PresenceKind::Join);
+        }
+    }
+
+    async fn leave(&mut self, room: String, r#ref: Option<String>) {
+        if self.rooms.remove(&room) && self.node.registry.leave(&room, &self.handle) {
+            self.node.deps.presence.exit(&room, &self.claims.sub).await;
+            self.announce(&room, PresenceKind::Leave);
+        }
+        self.reply(ServerFrame::Left { r#ref, room });
+    }
+
+    async fn send(&mut self, room: String, body: String, client_id: String, r#ref: Option<String>) {
+        if !self.rooms.contains(&room) {
+            return self.reply(ServerFrame::Error {
+                code: ErrorCode::NotJoined,
+                message: "join the room before sending to it".into(),
+                r#ref,
+                room: Some(room),
+                client_id: Some(client_id),
+            });
+        }
+        // Bounded in-flight sends: a client that outruns the log stops being read.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+        let id = uuid::Uuid::now_v7().to_string();
+        let ts = rfc3339(chrono::Utc::now());
+        let event = BusEvent::Message {
+            id: id.clone(),
+            room: room.clone(),
+            from: self.claims.sub.clone(),
+            from_name: self.claims.name.clone(),
+            body,
+            client_id: client_id.clone(),
+            ts: ts.clone(),
+        };
+        metrics::counter!("onlychat_messages_in_total").increment(1);
+        let published = self.node.deps.bus.publish(&event);
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let reply = match published.await {
+                Ok(position) => ServerFrame::Ack { r#ref, room, client_id, id, position, ts },
+                Err(e) => {
+                    tracing::warn!(error = %e, "send not acknowledged by the log");
+                    ServerFrame::Error {
+                        code: ErrorCode::Unavailable,
+                        message: "the message log did not acknowledge; resend with the same client_id".into(),
+                        r#ref,
+                        room: Some(room),
+                        client_id: Some(client_id),
+                    }
+                }
+            };
+            metrics::histogram!("onlychat_produce_seconds").record(started.elapsed().as_secs_f64());
+            offer(&handle, reply);
+            drop(permit);
+        });
+    }
+
+    fn typing(&self, room: String, r#ref: Option<String>) {
+        if !self.rooms.contains(&room) {
+            return self.reply(error(ErrorCode::NotJoined, "join the room first", r#ref, Some(room)));
+        }
+        let event = BusEvent::Typing { room, user_id: self.claims.sub.clone(), username: self.claims.name.clone() };
+        // Typing is best effort: nobody waits for its acknowledgement.
+        drop(self.node.deps.bus.publish(&event));
+    }
+
+    fn refresh(&mut self, token: &str, r#ref: Option<String>) {
+        match self.node.deps.keys.verify(token) {
+            Ok(claims)
+                if claims.sid == self.claims.sid
+                    && claims.sub == self.claims.sub
+                    && self.node.revoked.code_for(&claims.sid).is_none() =>
+            {
+                if claims.exp > self.claims.exp {
+                    self.claims = claims;
+                }
+                self.reply(ServerFrame::Refreshed { r#ref, expires_at: expires_at_text(self.claims.exp) });
+            }
+            _ => self.reply(error(ErrorCode::InvalidToken, "not a valid token of this session", r#ref, None)),
+        }
+    }
+
+    fn announce(&self, room: &str, event: PresenceKind) {
+        let event = BusEvent::Presence(PresenceEvent {
+            room: room.to_owned(),
+            user_id: self.claims.sub.clone(),
+            username: self.claims.name.clone(),
+            event,
+            node: self.node.settings.node_id.clone(),
+        });
+        drop(self.node.deps.bus.publish(&event));
+    }
+
+    /// Leaves every room on disconnect and tells the others.
+    pub(crate) async fn finish(self) {
+        for room in self.node.registry.detach(&self.handle) {
+            self.node.deps.presence.exit(&room, &self.claims.sub).await;
+            self.announce(&room, PresenceKind::Leave);
+        }
+    }
+}
+
+fn offer(handle: &ConnHandle, frame: ServerFrame) {
+    let text: Arc<str> = Arc::from(frame.to_text());
+    if handle.tx.try_send(text).is_err() {
+        handle.kill.send_replace(Some(onlychat_protocol::close::TOO_SLOW));
+    }
+}

@@ -1,0 +1,158 @@
+//! The WebSocket chat node: `/ws` (authentication, frames, rooms), fan-out of the message log
+//! to local sockets, eviction of revoked sessions, and the node's health endpoints.
+//!
+//! Where things happen:
+//! - `upgrade.rs`: the HTTP upgrade request (query-token refusal, header auth, origin check)
+//! - `connection/`: one task per socket; `frames.rs` answers each client frame
+//! - `registry.rs`: rooms, sessions and the ordered fan-out from the bus
+//! - `presence.rs`: the cluster-wide roster behind `joined.online`
+#![forbid(unsafe_code)]
+
+mod connection;
+mod health;
+pub mod presence;
+pub mod registry;
+mod upgrade;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::web;
+use onlychat_auth::{JwtKeys, RevokedSet, SessionStore};
+use onlychat_bus::Bus;
+use tokio_util::sync::CancellationToken;
+
+pub use presence::Presence;
+use registry::Registry;
+
+/// Node settings (see PROTOCOL.md section 1 for the flags behind them).
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub node_id: String,
+    /// Server ping interval; a peer silent for two intervals is closed.
+    pub heartbeat: Duration,
+    /// Time a socket without an `Authorization` header has to send its `auth` frame.
+    pub auth_timeout: Duration,
+    /// Largest accepted WebSocket frame or message, in bytes.
+    pub max_frame_bytes: usize,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
+    /// Outbound frames queued per connection before it counts as too slow (4008).
+    pub outbound_queue: usize,
+    /// `send`s of one connection waiting for the log's acknowledgement at once.
+    pub max_in_flight_sends: usize,
+    /// Allowed `Origin` values; empty allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        Self {
+            node_id: "node".into(),
+            heartbeat: Duration::from_secs(25),
+            auth_timeout: Duration::from_secs(10),
+            max_frame_bytes: 65_536,
+            max_rooms_per_connection: 100,
+            outbound_queue: 1024,
+            max_in_flight_sends: 256,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// What a node talks to.
+#[derive(Clone)]
+pub struct NodeDeps {
+    pub bus: Arc<dyn Bus>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub keys: JwtKeys,
+    pub presence: Presence,
+}
+
+/// A running chat node.
+pub struct Node {
+    settings: NodeSettings,
+    deps: NodeDeps,
+    registry: Arc<Registry>,
+    revoked: Arc<RevokedSet>,
+    shutdown: CancellationToken,
+    next_conn_id: AtomicU64,
+}
+
+impl Node {
+    /// Starts the node's background work: revocation listener, bus consumer (positioned before
+    /// this returns), presence refresher.
+    pub async fn start(settings: NodeSettings, deps: NodeDeps) -> Result<Arc<Self>, onlychat_bus::BusError> {
+        let bus = deps.bus.clone();
+        let partition_of = Box::new(move |room: &str| bus.partition_of(room));
+        let registry = Arc::new(Registry::new(deps.bus.epoch().to_owned(), partition_of));
+        let node = Arc::new(Self {
+            settings,
+            deps,
+            registry: registry.clone(),
+            revoked: Arc::new(RevokedSet::default()),
+            shutdown: CancellationToken::new(),
+            next_conn_id: AtomicU64::new(1),
+        });
+        tokio::spawn(watch_revocations(node.clone()));
+        tokio::spawn(refresh_presence(node.clone()));
+        node.deps.bus.start_consuming(registry).await?;
+        Ok(node)
+    }
+
+    /// Mounts `/ws` on an actix app.
+    pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.clone())).route("/ws", web::get().to(upgrade::ws));
+    }
+
+    /// Begins the drain: new upgrades are refused, and every socket closes with 1012.
+    pub fn drain(&self) -> usize {
+        self.shutdown.cancel();
+        self.registry.close_all(onlychat_protocol::close::GOING_AWAY_RESTART)
+    }
+
+    /// Open sockets on this node.
+    pub fn connection_count(&self) -> usize {
+        self.registry.connection_count()
+    }
+
+    /// Flushes the bus producer within `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), onlychat_bus::BusError> {
+        self.deps.bus.flush(timeout).await
+    }
+
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Applies every revocation: remember it, and close that session's sockets here.
+async fn watch_revocations(node: Arc<Node>) {
+    let mut feed = node.deps.sessions.revocations();
+    loop {
+        match feed.recv().await {
+            Ok(revocation) => {
+                node.revoked.insert(&revocation);
+                let closed = node.registry.close_session(&revocation.sid, revocation.code);
+                if closed > 0 {
+                    tracing::info!(code = revocation.code, closed, "closed the sockets of a revoked session");
+                    metrics::counter!("onlychat_evictions_total").increment(closed as u64);
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "revocation feed lagged; some sessions may stay open");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Keeps this node's presence entries alive while their sockets are.
+async fn refresh_presence(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(node.settings.heartbeat);
+    loop {
+        tick.tick().await;
+        node.deps.presence.refresh(node.registry.memberships()).await;
+    }
+}

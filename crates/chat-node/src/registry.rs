@@ -1,0 +1,286 @@
+//! Who is connected to this node and in which rooms, and the fan-out of the log to them.
+//!
+//! One mutex guards rooms, sessions and the per-partition positions together: the consumer
+//! advances a partition's position and hands the event to the room's members under the lock,
+//! and `join` adds a member and reads the position under the same lock. That is what makes
+//! `joined.position` an exact seam: every later position reaches the new member.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use onlychat_bus::{Delivered, DeliverySink};
+use onlychat_protocol::{BusEvent, ServerFrame, close};
+use tokio::sync::{mpsc, watch};
+
+/// A connection's id, unique within this node.
+pub type ConnId = u64;
+
+/// How the registry reaches one connection.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user_id: String,
+    pub sid: String,
+    /// Bounded outbound queue of serialized frames.
+    pub tx: mpsc::Sender<Arc<str>>,
+    /// Set once to ask the connection to close with a code.
+    pub kill: watch::Sender<Option<u16>>,
+}
+
+impl ConnHandle {
+    /// Queues a frame; a full queue means a slow consumer, closed with 4008.
+    fn offer(&self, frame: &Arc<str>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame.clone()) {
+            self.kill.send_replace(Some(close::TOO_SLOW));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    rooms: HashMap<String, HashMap<ConnId, ConnHandle>>,
+    sessions: HashMap<String, HashMap<ConnId, ConnHandle>>,
+    positions: HashMap<i32, u64>,
+}
+
+/// This node's connections and rooms.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    epoch: String,
+    partition_of: Box<dyn Fn(&str) -> i32 + Send + Sync>,
+}
+
+/// What `join` reports.
+pub struct JoinOutcome {
+    /// The seam: every message with a greater position reaches the member.
+    pub position: u64,
+    /// Whether this is the user's first connection in the room on this node.
+    pub first_for_user: bool,
+}
+
+impl Registry {
+    pub fn new(epoch: String, partition_of: Box<dyn Fn(&str) -> i32 + Send + Sync>) -> Self {
+        Self { inner: Mutex::default(), epoch, partition_of }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The bus epoch messages are stamped with.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Registers an authenticated connection under its session, for eviction.
+    pub fn attach(&self, conn: &ConnHandle) {
+        self.lock().sessions.entry(conn.sid.clone()).or_default().insert(conn.id, conn.clone());
+    }
+
+    /// Removes a connection from its session and every room; returns the rooms it left for good
+    /// (no other connection of the same user remains in them here).
+    pub fn detach(&self, conn: &ConnHandle) -> Vec<String> {
+        let mut inner = self.lock();
+        if let Some(conns) = inner.sessions.get_mut(&conn.sid) {
+            conns.remove(&conn.id);
+            if conns.is_empty() {
+                inner.sessions.remove(&conn.sid);
+            }
+        }
+        let rooms: Vec<String> =
+            inner.rooms.iter().filter(|(_, m)| m.contains_key(&conn.id)).map(|(r, _)| r.clone()).collect();
+        rooms.into_iter().filter(|room| Self::remove_member(&mut inner, room, conn)).collect()
+    }
+
+    /// Adds a connection to a room.
+    pub fn join(&self, room: &str, conn: &ConnHandle) -> JoinOutcome {
+        let partition = (self.partition_of)(room);
+        let mut inner = self.lock();
+        let members = inner.rooms.entry(room.to_owned()).or_default();
+        let first_for_user = !members.values().any(|m| m.user_id == conn.user_id);
+        members.insert(conn.id, conn.clone());
+        let position = inner.positions.get(&partition).copied().unwrap_or(0);
+        JoinOutcome { position, first_for_user }
+    }
+
+    /// Removes a connection from a room; true if it was the user's last one there.
+    pub fn leave(&self, room: &str, conn: &ConnHandle) -> bool {
+        Self::remove_member(&mut self.lock(), room, conn)
+    }
+
+    fn remove_member(inner: &mut Inner, room: &str, conn: &ConnHandle) -> bool {
+        let Some(members) = inner.rooms.get_mut(room) else { return false };
+        if members.remove(&conn.id).is_none() {
+            return false;
+        }
+        let last = !members.values().any(|m| m.user_id == conn.user_id);
+        if members.is_empty() {
+            inner.rooms.remove(room);
+        }
+        last
+    }
+
+    /// User ids with a connection in the room on this node.
+    pub fn local_online(&self, room: &str) -> Vec<String> {
+        let inner = self.lock();
+        let users: HashSet<&String> =
+            inner.rooms.get(room).map(|m| m.values().map(|c| &c.user_id).collect()).unwrap_or_default();
+        let mut users: Vec<String> = users.into_iter().cloned().collect();
+        users.sort();
+        users
+    }
+
+    /// Every room with a member here, with the user ids present (for presence refreshes).
+    pub fn memberships(&self) -> Vec<(String, Vec<String>)> {
+        let inner = self.lock();
+        inner
+            .rooms
+            .iter()
+            .map(|(room, members)| {
+                let users: HashSet<&String> = members.values().map(|c| &c.user_id).collect();
+                (room.clone(), users.into_iter().cloned().collect())
+            })
+            .collect()
+    }
+
+    /// Asks every connection of a session to close with `code`; returns how many.
+    pub fn close_session(&self, sid: &str, code: u16) -> usize {
+        let inner = self.lock();
+        let Some(conns) = inner.sessions.get(sid) else { return 0 };
+        for conn in conns.values() {
+            conn.kill.send_replace(Some(code));
+        }
+        conns.len()
+    }
+
+    /// Asks every connection to close with `code` (drain).
+    pub fn close_all(&self, code: u16) -> usize {
+        let inner = self.lock();
+        let mut n = 0;
+        for conn in inner.sessions.values().flat_map(HashMap::values) {
+            conn.kill.send_replace(Some(code));
+            n += 1;
+        }
+        n
+    }
+
+    /// Open connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.lock().sessions.values().map(HashMap::len).sum()
+    }
+
+    fn fan_out(&self, inner: &Inner, room: &str, frame: &ServerFrame, skip_user: Option<&str>) -> usize {
+        let Some(members) = inner.rooms.get(room) else { return 0 };
+        let text: Arc<str> = Arc::from(frame.to_text());
+        let mut n = 0;
+        for member in members.values().filter(|m| skip_user != Some(m.user_id.as_str())) {
+            member.offer(&text);
+            n += 1;
+        }
+        n
+    }
+}
+
+impl DeliverySink for Registry {
+    fn positioned(&self, partition: i32, position: u64) {
+        self.lock().positions.insert(partition, position);
+    }
+
+    fn deliver(&self, delivered: Delivered) {
+        let mut inner = self.lock();
+        let position = inner.positions.entry(delivered.partition).or_default();
+        if delivered.position <= *position {
+            return; // already handed out (a re-read after a consumer reset)
+        }
+        *position = delivered.position;
+        let delivered_count = match delivered.event {
+            BusEvent::Typing { room, user_id, username } => {
+                let frame = ServerFrame::Typing { room: room.clone(), user_id: user_id.clone(), username };
+                self.fan_out(&inner, &room, &frame, Some(&user_id))
+            }
+            BusEvent::Presence(p) => {
+                let frame = ServerFrame::Presence {
+                    room: p.room.clone(),
+                    user_id: p.user_id.clone(),
+                    username: p.username,
+                    event: p.event,
+                };
+                // A user is not told about their own coming and going.
+                self.fan_out(&inner, &p.room, &frame, Some(&p.user_id))
+            }
+            event @ BusEvent::Message { .. } => {
+                let room = event.room().to_owned();
+                let Some(message) = event.into_chat_message(delivered.position, &self.epoch) else { return };
+                self.fan_out(&inner, &room, &ServerFrame::Message(message), None)
+            }
+        };
+        metrics::counter!("onlychat_messages_out_total").increment(delivered_count as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(id: ConnId, user: &str, queue: usize) -> (ConnHandle, mpsc::Receiver<Arc<str>>, watch::Receiver<Option<u16>>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let (kill, kill_rx) = watch::channel(None);
+        (ConnHandle { id, user_id: user.into(), sid: format!("s-{user}"), tx, kill }, rx, kill_rx)
+    }
+
+    fn message(room: &str, position: u64) -> Delivered {
+        Delivered {
+            partition: 0,
+            position,
+            event: BusEvent::Message {
+                id: format!("m{position}"),
+                room: room.into(),
+                from: "u".into(),
+                from_name: "n".into(),
+                body: "hi".into(),
+                client_id: "c".into(),
+                ts: "t".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn join_reports_the_seam_and_later_messages_arrive() {
+        let registry = Registry::new("e".into(), Box::new(|_| 0));
+        registry.positioned(0, 41);
+        let (alice, mut rx, _) = conn(1, "alice", 8);
+        registry.attach(&alice);
+        assert_eq!(registry.join("lobby", &alice).position, 41);
+        registry.deliver(message("lobby", 42));
+        registry.deliver(message("other", 43));
+        let text = rx.try_recv().expect("one message");
+        assert!(text.contains(r#""position":42"#));
+        assert!(rx.try_recv().is_err());
+        assert_eq!(registry.join("other", &alice).position, 43);
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_slow_connection_with_4008() {
+        let registry = Registry::new("e".into(), Box::new(|_| 0));
+        let (slow, _rx, kill) = conn(1, "slow", 1);
+        registry.join("lobby", &slow);
+        registry.deliver(message("lobby", 1));
+        assert_eq!(*kill.borrow(), None);
+        registry.deliver(message("lobby", 2));
+        assert_eq!(*kill.borrow(), Some(close::TOO_SLOW));
+    }
+
+    #[test]
+    fn closing_a_session_reaches_all_its_connections() {
+        let registry = Registry::new("e".into(), Box::new(|_| 0));
+        let (a, _, kill_a) = conn(1, "alice", 1);
+        let (b, _, kill_b) = conn(2, "alice", 1);
+        registry.attach(&a);
+        registry.attach(&b);
+        assert_eq!(registry.close_session("s-alice", 4001), 2);
+        assert_eq!((*kill_a.borrow(), *kill_b.borrow()), (Some(4001), Some(4001)));
+        registry.detach(&a);
+        registry.detach(&b);
+        assert_eq!(registry.connection_count(), 0);
+    }
+}

@@ -1,0 +1,80 @@
+//! The `/ws` upgrade request. Everything that can be refused with an HTTP status is refused
+//! here, before the upgrade: draining (503), origin (403), a bad `Authorization` header (401).
+//! A query-string token is refused *after* the upgrade with close 1008, because a browser
+//! cannot read the status of a failed upgrade.
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use onlychat_auth::{Claims, TokenError};
+use onlychat_protocol::{ErrorCode, close, error_body};
+
+use crate::Node;
+use crate::connection;
+
+fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(error_body(code, message))
+}
+
+fn has_query_token(req: &HttpRequest) -> bool {
+    req.query_string().split('&').filter_map(|pair| pair.split('=').next()).any(|k| k == "token" || k == "access_token")
+}
+
+fn origin_allowed(node: &Node, req: &HttpRequest) -> bool {
+    let allowed = &node.settings.allowed_origins;
+    if allowed.is_empty() {
+        return true;
+    }
+    req.headers()
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_none_or(|origin| allowed.iter().any(|a| a == origin))
+}
+
+/// Checks an access token against the keys and this node's revoked set.
+pub(crate) fn admit(node: &Node, token: &str) -> Result<Claims, (ErrorCode, u16)> {
+    let claims = node.deps.keys.verify(token).map_err(|e| match e {
+        TokenError::Expired => (ErrorCode::TokenExpired, close::TOKEN_EXPIRED),
+        TokenError::Invalid => (ErrorCode::InvalidToken, close::NOT_AUTHENTICATED),
+    })?;
+    if let Some(code) = node.revoked.code_for(&claims.sid) {
+        return Err((ErrorCode::SessionRevoked, code));
+    }
+    Ok(claims)
+}
+
+pub async fn ws(req: HttpRequest, body: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
+    if node.shutdown.is_cancelled() {
+        return Ok(refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "this node is draining"));
+    }
+    if !origin_allowed(&node, &req) {
+        return Ok(refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "origin not allowed"));
+    }
+    let query_token = has_query_token(&req);
+    let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|h| h.to_str().unwrap_or(""));
+    let claims = match (query_token, header) {
+        (false, Some(value)) => {
+            let Some(token) = value.strip_prefix("Bearer ") else {
+                return Ok(refuse(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "use Authorization: Bearer <token>"));
+            };
+            match admit(&node, token.trim()) {
+                Ok(claims) => Some(claims),
+                Err((code, _)) => {
+                    metrics::counter!("onlychat_auth_failures_total", "reason" => code.as_str()).increment(1);
+                    return Ok(refuse(StatusCode::UNAUTHORIZED, code, "access token refused"));
+                }
+            }
+        }
+        _ => None,
+    };
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream
+        .max_frame_size(node.settings.max_frame_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(node.settings.max_frame_bytes);
+    let node = node.into_inner();
+    if query_token {
+        actix_web::rt::spawn(connection::refuse(session, close::POLICY, "tokens in the query string are refused"));
+    } else {
+        actix_web::rt::spawn(connection::run(node, session, stream, claims));
+    }
+    Ok(response)
+}

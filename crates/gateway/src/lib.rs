@@ -1,0 +1,52 @@
+//! The HTTP API of PROTOCOL.md section 2: accounts and tokens (`routes/auth.rs`), users
+//! (`routes/users.rs`). Every error is an [`ApiError`] with the shared JSON body.
+#![forbid(unsafe_code)]
+
+mod bearer;
+mod error;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use onlychat_auth::{JwtKeys, SessionStore};
+use onlychat_store::Store;
+
+pub use error::ApiError;
+
+/// Largest accepted JSON body.
+pub const MAX_JSON_BYTES: usize = 16 * 1024;
+
+/// What the gateway talks to.
+#[derive(Clone)]
+pub struct Gateway {
+    pub store: Store,
+    pub sessions: Arc<dyn SessionStore>,
+    pub keys: JwtKeys,
+    /// Refresh-token lifetime, reported as `refresh_expires_in`.
+    pub refresh_ttl: Duration,
+}
+
+impl Gateway {
+    /// Mounts the API on an actix app.
+    pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::from(self.clone()))
+            .app_data(web::JsonConfig::default().limit(MAX_JSON_BYTES).error_handler(error::json_error))
+            .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
+            .configure(routes::configure);
+    }
+
+    /// Why the gateway is not ready; empty when it is.
+    pub async fn not_ready_reasons(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if let Err(e) = self.store.ping().await {
+            reasons.push(format!("database: {e}"));
+        }
+        if let Err(e) = self.sessions.ping().await {
+            reasons.push(format!("session store: {e}"));
+        }
+        reasons
+    }
+}

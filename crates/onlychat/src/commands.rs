@@ -1,0 +1,190 @@
+//! Each subcommand: build its parts from settings, then serve or do its one job.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use base64::Engine;
+use onlychat_auth::session::SessionTtls;
+use onlychat_auth::{JwtKeys, MemorySessions, RedisSessions, SessionStore};
+use onlychat_bus::{Bus, KafkaBus, KafkaSettings, MemoryBus};
+use onlychat_chat_node::{Node, NodeDeps, NodeSettings, Presence};
+use onlychat_gateway::Gateway;
+use onlychat_store::Store;
+use rand::RngCore;
+
+use crate::ConfigError;
+use crate::config::{Command, GatewayArgs, NodeArgs, ServeArgs, SocketArgs, StandaloneArgs, TokenArgs, UserCommand};
+use crate::serve::{self, Parts};
+
+const GATEWAY_LISTEN: &str = "127.0.0.1:8080";
+const NODE_LISTEN: &str = "127.0.0.1:8081";
+
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Standalone(args) => standalone(args).await,
+        Command::Gateway(args) => gateway(args).await,
+        Command::Node(args) => node(args).await,
+        Command::Migrate(args) => {
+            connect_store(&args.database_url).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::User { command: UserCommand::Promote { name, db } } => {
+            let store = connect_store(&db.url()).await?;
+            store.grant_role(&name, "admin").await.with_context(|| format!("cannot promote {name}"))?;
+            println!("{name} is now an admin (effective at their next login or refresh)");
+            Ok(())
+        }
+    }
+}
+
+fn config_error(message: impl Into<String>) -> anyhow::Error {
+    ConfigError(message.into()).into()
+}
+
+fn node_id(serve: &ServeArgs) -> String {
+    serve.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "onlychat".into());
+        format!("{host}-{}-{:04x}", std::process::id(), rand::rng().next_u32() & 0xffff)
+    })
+}
+
+fn ttls(tokens: &TokenArgs) -> SessionTtls {
+    SessionTtls { access: tokens.access_ttl, refresh: tokens.refresh_ttl }
+}
+
+fn keys(tokens: &TokenArgs, secret: &[u8]) -> anyhow::Result<JwtKeys> {
+    if tokens.jwt_algorithm != "HS256" {
+        return Err(config_error(format!(
+            "--jwt-algorithm (ONLYCHAT_JWT_ALGORITHM) {} is not supported yet; use HS256",
+            tokens.jwt_algorithm
+        )));
+    }
+    if tokens.session_policy != "replace" {
+        return Err(config_error(format!(
+            "--session-policy (ONLYCHAT_SESSION_POLICY) {} is not supported yet; use replace",
+            tokens.session_policy
+        )));
+    }
+    JwtKeys::hs256(secret, &tokens.jwt_issuer, &tokens.jwt_audience, tokens.access_ttl)
+        .map_err(|e| config_error(format!("--jwt-secret (ONLYCHAT_JWT_SECRET): {e}")))
+}
+
+fn required_secret(tokens: &TokenArgs) -> anyhow::Result<Vec<u8>> {
+    tokens
+        .jwt_secret
+        .clone()
+        .map(String::into_bytes)
+        .ok_or_else(|| config_error("--jwt-secret (ONLYCHAT_JWT_SECRET) is required (at least 32 bytes)"))
+}
+
+async fn connect_store(url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(url).await.context("cannot connect to the database")?;
+    store.migrate().await.context("cannot apply database migrations")?;
+    Ok(store)
+}
+
+fn node_settings(serve: &ServeArgs, socket: &SocketArgs) -> NodeSettings {
+    NodeSettings {
+        node_id: node_id(serve),
+        heartbeat: socket.heartbeat_interval,
+        auth_timeout: socket.auth_timeout,
+        max_frame_bytes: usize::try_from(socket.max_frame_bytes).unwrap_or(65_536),
+        max_rooms_per_connection: socket.max_rooms,
+        outbound_queue: usize::try_from(socket.outbound_queue).unwrap_or(1024),
+        allowed_origins: socket.allowed_origins.iter().filter(|o| !o.is_empty()).cloned().collect(),
+        ..NodeSettings::default()
+    }
+}
+
+/// Standalone keeps its JWT secret in the data dir, so restarts keep tokens valid.
+fn standalone_secret(data_dir: &Path, tokens: &TokenArgs) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &tokens.jwt_secret {
+        return Ok(secret.clone().into_bytes());
+    }
+    let path = data_dir.join("jwt-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().as_bytes().to_vec());
+    }
+    let mut bytes = [0u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    std::fs::write(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    restrict_permissions(&path)?;
+    Ok(secret.into_bytes())
+}
+
+fn restrict_permissions(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))
+}
+
+async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", args.data.data_dir.display()))?;
+    let keys = keys(&args.tokens, &standalone_secret(&args.data.data_dir, &args.tokens)?)?;
+    let store = connect_store(&args.data.url()).await?;
+    let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessions::new(ttls(&args.tokens)));
+    // The in-memory log starts empty at each start: a new epoch tells resuming clients so.
+    let epoch = format!("standalone-{}", uuid::Uuid::now_v7());
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(0, &epoch));
+    let gateway = Arc::new(Gateway { store, sessions: sessions.clone(), keys: keys.clone(), refresh_ttl: args.tokens.refresh_ttl });
+    let deps = NodeDeps { bus, sessions, keys, presence: Presence::Local };
+    let node = Node::start(node_settings(&args.serve, &args.socket), deps).await?;
+    let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
+    tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
+    serve::run(listen, Parts { gateway: Some(gateway), node: Some(node) }, args.serve.shutdown_timeout).await
+}
+
+async fn redis_sessions(args: &crate::config::RedisArgs, tokens: &TokenArgs) -> anyhow::Result<Arc<RedisSessions>> {
+    RedisSessions::connect(&args.redis_url, &args.redis_key_prefix, ttls(tokens))
+        .await
+        .with_context(|| "cannot connect to Redis (--redis-url)")
+}
+
+async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    if args.history_writer != "off" {
+        return Err(config_error(
+            "--history-writer (ONLYCHAT_HISTORY_WRITER): the history writer is not built yet; use off",
+        ));
+    }
+    let keys = keys(&args.tokens, &required_secret(&args.tokens)?)?;
+    let store = connect_store(&args.database_url).await?;
+    let sessions = redis_sessions(&args.redis, &args.tokens).await?;
+    let gateway = Arc::new(Gateway { store, sessions, keys, refresh_ttl: args.tokens.refresh_ttl });
+    let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
+    serve::run(listen, Parts { gateway: Some(gateway), node: None }, args.serve.shutdown_timeout).await
+}
+
+async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let keys = keys(&args.tokens, &required_secret(&args.tokens)?)?;
+    let settings = node_settings(&args.serve, &args.socket);
+    let sessions = redis_sessions(&args.redis, &args.tokens).await?;
+    let bus = KafkaBus::connect(KafkaSettings {
+        brokers: args.kafka.kafka_brokers.clone(),
+        topic: args.kafka.kafka_topic.clone(),
+        partitions: args.kafka.kafka_partitions,
+        produce_timeout: args.kafka.kafka_produce_timeout,
+        node_id: settings.node_id.clone(),
+    })
+    .await
+    .context("cannot set up Kafka (--kafka-brokers)")?;
+    let redis = redis::Client::open(args.redis.redis_url.as_str()).context("--redis-url")?;
+    let presence = Presence::Redis {
+        conn: redis::aio::ConnectionManager::new(redis).await.context("cannot connect to Redis (--redis-url)")?,
+        prefix: args.redis.redis_key_prefix.clone(),
+        node_id: settings.node_id.clone(),
+        ttl: settings.heartbeat * 3,
+    };
+    tracing::info!(node_id = %settings.node_id, partitions = bus.partitions(), "chat node starting");
+    let deps = NodeDeps { bus: Arc::new(bus), sessions, keys, presence };
+    let node = Node::start(settings, deps).await?;
+    let listen = args.serve.listen.as_deref().unwrap_or(NODE_LISTEN);
+    serve::run(listen, Parts { gateway: None, node: Some(node) }, args.serve.shutdown_timeout).await
+}

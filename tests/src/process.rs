@@ -1,0 +1,157 @@
+//! Finding the services and running `onlychat` processes.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// Where the test services listen (from `scripts/services.sh env`).
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub redis_url: String,
+    pub pg_admin_url: String,
+    pub kafka_brokers: String,
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start the services with `scripts/services.sh up` and `eval $(scripts/services.sh env)`, or run `scripts/test.sh`")
+    })
+}
+
+async fn reachable(what: &str, address: &str) {
+    let connect = tokio::net::TcpStream::connect(address);
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(_)) => {}
+        _ => panic!("{what} is not reachable at {address}: run `scripts/services.sh up` (this test needs the real service)"),
+    }
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
+impl Services {
+    /// Reads the service addresses and checks each answers; panics with a clear message if not.
+    pub async fn from_env() -> Self {
+        let services = Self {
+            redis_url: required_env("ONLYCHAT_TEST_REDIS_URL"),
+            pg_admin_url: required_env("ONLYCHAT_TEST_DATABASE_URL"),
+            kafka_brokers: required_env("ONLYCHAT_TEST_KAFKA_BROKERS"),
+        };
+        reachable("Redis", &host_port(&services.redis_url)).await;
+        reachable("PostgreSQL", &host_port(&services.pg_admin_url)).await;
+        reachable("Kafka", services.kafka_brokers.split(',').next().unwrap_or_default()).await;
+        services
+    }
+
+    /// Creates a fresh database and returns its URL.
+    pub async fn create_database(&self) -> String {
+        use sqlx::Connection;
+        let name = crate::unique("onlychat_t_");
+        let mut conn = sqlx::PgConnection::connect(&self.pg_admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {}: {e}", self.pg_admin_url));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let base = self.pg_admin_url.rsplit_once('/').map_or(self.pg_admin_url.as_str(), |(b, _)| b);
+        format!("{base}/{name}")
+    }
+}
+
+/// The `onlychat` binary under test.
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("ONLYCHAT_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/debug/deps/<test> -> target/debug/onlychat
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe.parent().and_then(|p| p.parent()).map(|p| p.join("onlychat")).expect("target dir");
+    assert!(path.exists(), "{} is missing: run `cargo build -p onlychat` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// A running `onlychat` process, killed when dropped.
+pub struct Proc {
+    pub name: String,
+    pub addr: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+fn log_dir() -> PathBuf {
+    let dir = std::env::var("ONLYCHAT_TEST_LOG_DIR").map_or_else(|_| std::env::temp_dir().join("onlychat-e2e"), PathBuf::from);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+impl Proc {
+    /// Starts `onlychat <args>` on 127.0.0.1:0 and waits until `/readyz` answers 200.
+    pub async fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+        let log = log_dir().join(format!("{}-{name}.log", crate::unique("")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut command = Command::new(binary());
+        command.args(args).env("ONLYCHAT_LISTEN", "127.0.0.1:0").env("RUST_LOG", "info,onlychat=debug");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.stdout(Stdio::null()).stderr(file).kill_on_drop(true).spawn().expect("spawn onlychat");
+        let mut proc = Self { name: name.to_owned(), addr: String::new(), log, child };
+        proc.addr = proc.wait_listening().await;
+        proc.wait_ready().await;
+        proc
+    }
+
+    async fn wait_listening(&mut self) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.starts_with("onlychat listening on ")) {
+                return line.trim_start_matches("onlychat listening on ").trim().to_owned();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status} before listening:\n{text}", self.name);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} did not start listening:\n{text}", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("{}/readyz", self.base_url());
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(&url).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} never became ready; log {}", self.name, self.log.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The process's log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGKILL and waits for the process to go.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
