@@ -89,3 +89,19 @@ impl Cluster {
         self.nodes[i].ws_url()
     }
 }
+
+/// Mints an HS256 access token with the given secret and claim overrides (for refusal tests).
+pub fn mint_token(secret: &str, overrides: serde_json::Value) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = serde_json::json!({
+        "sub": uuid::Uuid::now_v7().to_string(), "name": "mallory", "sid": uuid::Uuid::now_v7().to_string(),
+        "iat": now, "nbf": now, "exp": now + 600, "jti": "j", "iss": "onlychat", "aud": "onlychat", "roles": [],
+    });
+    if let (Some(claims), Some(overrides)) = (claims.as_object_mut(), overrides.as_object()) {
+        for (k, v) in overrides {
+            claims.insert(k.clone(), v.clone());
+        }
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("token")
+}
