@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, services included: installs and starts Redis, PostgreSQL and Kafka on
+# loopback (scripts/services.sh), builds, runs unit and end-to-end tests, stops the services.
+# Prints how long each phase took. This is the README's test command and what .ci/run calls.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -- ARGS    extra arguments for `cargo test` (e.g. a test name filter)
+set -Eeuo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+phase_start=$SECONDS
+phase() { echo "== $1 (previous phase took $((SECONDS - phase_start))s)"; phase_start=$SECONDS; }
+extra=()
+[[ ${1:-} == -- ]] && { shift; extra=("$@"); }
+
+if ! command -v cargo >/dev/null; then
+  echo "test.sh: cargo is not installed (install Rust with rustup)" >&2
+  exit 1
+fi
+
+phase "services up"
+scripts/services.sh up
+trap 'echo "== services down"; scripts/services.sh down || true' EXIT
+eval "$(scripts/services.sh env)"
+
+phase "build"
+cargo build --workspace --all-targets --locked
+
+phase "tests"
+export ONLYCHAT_TEST_LOG_DIR=${ONLYCHAT_TEST_LOG_DIR:-$PWD/target/e2e-logs}
+if ! cargo test --workspace --locked "${extra[@]}"; then
+  echo "test.sh: tests failed; process logs are in $ONLYCHAT_TEST_LOG_DIR" >&2
+  exit 1
+fi
+phase "done"
