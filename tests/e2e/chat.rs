@@ -23,27 +23,43 @@ async fn users_on_two_nodes_chat_both_ways_exactly_once() {
     assert!(joined["epoch"].is_string());
     let joined = b.join("lobby").await;
     let online = joined["online"].as_array().expect("online");
-    assert!(online.contains(&json!(alice.user_id)), "bob sees alice online: {joined}");
+    assert!(
+        online.contains(&json!(alice.user_id)),
+        "bob sees alice online: {joined}"
+    );
     let presence = a.expect("presence").await;
-    assert_eq!((presence["user_id"].as_str(), presence["event"].as_str()), (Some(bob.user_id.as_str()), Some("join")));
+    assert_eq!(
+        (presence["user_id"].as_str(), presence["event"].as_str()),
+        (Some(bob.user_id.as_str()), Some("join"))
+    );
 
     // alice -> bob
-    a.send(json!({"type": "send", "room": "lobby", "body": "hi bob", "client_id": "a1", "ref": "r1"})).await;
+    a.send(
+        json!({"type": "send", "room": "lobby", "body": "hi bob", "client_id": "a1", "ref": "r1"}),
+    )
+    .await;
     let (ack, own) = ack_and_message(&mut a, "a1").await;
     assert_eq!(ack["ref"], "r1");
     let got = b.expect("message").await;
     assert_eq!(got["body"], "hi bob");
     assert_eq!(got["from"], alice.user_id.as_str());
     assert_eq!(got["from_name"], alice_name.as_str());
-    assert_eq!(got["position"], ack["position"], "ack position equals delivered position");
+    assert_eq!(
+        got["position"], ack["position"],
+        "ack position equals delivered position"
+    );
     assert_eq!(own["position"], ack["position"]);
     assert_eq!(got["id"], ack["id"]);
 
     // bob -> alice
-    b.send(json!({"type": "send", "room": "lobby", "body": "hi alice", "client_id": "b1"})).await;
+    b.send(json!({"type": "send", "room": "lobby", "body": "hi alice", "client_id": "b1"}))
+        .await;
     let (ack, _) = ack_and_message(&mut b, "b1").await;
     let got = a.expect("message").await;
-    assert_eq!((got["body"].as_str(), got["position"].clone()), (Some("hi alice"), ack["position"].clone()));
+    assert_eq!(
+        (got["body"].as_str(), got["position"].clone()),
+        (Some("hi alice"), ack["position"].clone())
+    );
     assert!(got["position"].as_u64() > own["position"].as_u64());
 
     // Exactly once: nothing else arrives.
@@ -51,7 +67,10 @@ async fn users_on_two_nodes_chat_both_ways_exactly_once() {
     assert_eq!(a.expect("pong").await["ref"], "p");
     b.send(json!({"type": "ping"})).await;
     let next = b.recv().await;
-    assert_eq!(next["type"], "pong", "no duplicate message reached bob: {next}");
+    assert_eq!(
+        next["type"], "pong",
+        "no duplicate message reached bob: {next}"
+    );
 }
 
 /// Reads frames until both the `ack` and the own `message` for `client_id` arrived (either order).
@@ -93,7 +112,10 @@ async fn two_senders_on_two_nodes_give_every_receiver_the_same_order() {
             let frame = ws.recv().await;
             if frame["type"] == "message" {
                 let position = frame["position"].as_u64().expect("position");
-                assert!(position > last, "positions strictly increase: {last} then {position}");
+                assert!(
+                    position > last,
+                    "positions strictly increase: {last} then {position}"
+                );
                 last = position;
                 order.push(frame["body"].as_str().expect("body").to_owned());
             }
@@ -108,7 +130,11 @@ async fn two_senders_on_two_nodes_give_every_receiver_the_same_order() {
     for body in &orders[0] {
         *counts.entry(body.chars().next().expect("tag")).or_default() += 1;
     }
-    assert_eq!((counts[&'a'], counts[&'b']), (PER_SENDER, PER_SENDER), "each message exactly once");
+    assert_eq!(
+        (counts[&'a'], counts[&'b']),
+        (PER_SENDER, PER_SENDER),
+        "each message exactly once"
+    );
 }
 
 async fn send_all(ws: &mut Ws, tag: &str, count: usize) {

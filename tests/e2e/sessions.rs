@@ -29,22 +29,48 @@ async fn a_second_login_evicts_the_first_on_every_node() {
 
     let second = http.login(&name).await;
     assert_ne!(second.session_id, first.session_id);
-    assert_eq!(on_node1.expect_close(Duration::from_secs(1)).await, Some(4001), "node1 closes within 1 s");
-    assert_eq!(on_node2.expect_close(Duration::from_secs(1)).await, Some(4001), "node2 closes within 1 s");
+    assert_eq!(
+        on_node1.expect_close(Duration::from_secs(1)).await,
+        Some(4001),
+        "node1 closes within 1 s"
+    );
+    assert_eq!(
+        on_node2.expect_close(Duration::from_secs(1)).await,
+        Some(4001),
+        "node2 closes within 1 s"
+    );
 
-    let (status, body) = http.post("/v1/auth/refresh", &json!({"refresh_token": first.refresh_token}), None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_refresh_token")));
+    let (status, body) = http
+        .post(
+            "/v1/auth/refresh",
+            &json!({"refresh_token": first.refresh_token}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_refresh_token"))
+    );
     for node in 0..2 {
-        assert_eq!(upgrade_status(&cluster.ws_url(node), Some(&first.access_token)).await, Some(401));
+        assert_eq!(
+            upgrade_status(&cluster.ws_url(node), Some(&first.access_token)).await,
+            Some(401)
+        );
     }
     let (status, body) = http.get("/v1/auth/me", Some(&first.access_token)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("session_revoked")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("session_revoked"))
+    );
 
     // The new session works everywhere.
     let mut fresh = Ws::connect(&cluster.ws_url(1), &second.access_token).await;
     fresh.join("lobby").await;
     let (status, me) = http.get("/v1/auth/me", Some(&second.access_token)).await;
-    assert_eq!((status, me["session_id"].as_str()), (200, Some(second.session_id.as_str())));
+    assert_eq!(
+        (status, me["session_id"].as_str()),
+        (200, Some(second.session_id.as_str()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,28 +87,44 @@ async fn fifty_concurrent_logins_leave_exactly_one_session() {
         .await
         .expect("redis");
     let user_id = &logins[0].user_id;
-    let live: Vec<String> = redis.zrange(format!("{}user:{user_id}:sessions", cluster.prefix), 0, -1).await.expect("zrange");
+    let live: Vec<String> = redis
+        .zrange(format!("{}user:{user_id}:sessions", cluster.prefix), 0, -1)
+        .await
+        .expect("zrange");
     assert_eq!(live.len(), 1, "exactly one session in Redis: {live:?}");
     let survivors: Vec<_> = logins.iter().filter(|l| l.session_id == live[0]).collect();
     assert_eq!(survivors.len(), 1);
 
     // Exactly one access token is admitted, once every revocation has reached the node.
     let url = cluster.ws_url(0);
-    let admitted = eventually(Duration::from_secs(5), "49 revocations to reach the node", || async {
-        let mut ok = 0;
-        for login in &logins {
-            if upgrade_status(&url, Some(&login.access_token)).await.is_none() {
-                ok += 1;
+    let admitted = eventually(
+        Duration::from_secs(5),
+        "49 revocations to reach the node",
+        || async {
+            let mut ok = 0;
+            for login in &logins {
+                if upgrade_status(&url, Some(&login.access_token))
+                    .await
+                    .is_none()
+                {
+                    ok += 1;
+                }
             }
-        }
-        (ok == 1).then_some(ok)
-    })
+            (ok == 1).then_some(ok)
+        },
+    )
     .await;
     assert_eq!(admitted, 1);
     // And exactly one refresh token still works.
     let mut refreshed = 0;
     for login in &logins {
-        let (status, _) = http.post("/v1/auth/refresh", &json!({"refresh_token": login.refresh_token}), None).await;
+        let (status, _) = http
+            .post(
+                "/v1/auth/refresh",
+                &json!({"refresh_token": login.refresh_token}),
+                None,
+            )
+            .await;
         refreshed += usize::from(status == 200);
     }
     assert_eq!(refreshed, 1);
@@ -99,7 +141,10 @@ async fn bad_tokens_are_refused_and_nothing_crashes() {
     assert_eq!(upgrade_status(&url, Some("a.b.c")).await, Some(401));
     let other_secret = mint_token("another-secret-that-is-also-32-bytes-long", json!({}));
     assert_eq!(upgrade_status(&url, Some(&other_secret)).await, Some(401));
-    let expired = mint_token(TEST_SECRET, json!({"exp": chrono::Utc::now().timestamp() - 120}));
+    let expired = mint_token(
+        TEST_SECRET,
+        json!({"exp": chrono::Utc::now().timestamp() - 120}),
+    );
     assert_eq!(upgrade_status(&url, Some(&expired)).await, Some(401));
     let wrong_audience = mint_token(TEST_SECRET, json!({"aud": "someone-else"}));
     assert_eq!(upgrade_status(&url, Some(&wrong_audience)).await, Some(401));
@@ -112,12 +157,23 @@ async fn bad_tokens_are_refused_and_nothing_crashes() {
 
     // The HTTP API refuses them the same way, with the error body.
     let (status, body) = http.get("/v1/auth/me", Some(&expired)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("token_expired")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("token_expired"))
+    );
     let (status, body) = http.get("/v1/auth/me", Some(&alg_none)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_token")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
 
     // A query-string token: upgrade, then 1008, even with a valid header.
-    let mut ws = Ws::open(&format!("{url}?token={}", user.access_token), Some(&user.access_token)).await.expect("upgrade");
+    let mut ws = Ws::open(
+        &format!("{url}?token={}", user.access_token),
+        Some(&user.access_token),
+    )
+    .await
+    .expect("upgrade");
     assert_eq!(ws.expect_close(Duration::from_secs(2)).await, Some(1008));
 
     // First-frame auth: none in time, a non-auth frame, a bad, an expired, then a good token.
@@ -127,21 +183,29 @@ async fn bad_tokens_are_refused_and_nothing_crashes() {
     ws.send(json!({"type": "join", "room": "lobby"})).await;
     assert_eq!(ws.expect_close(Duration::from_secs(2)).await, Some(4004));
     let mut ws = Ws::open(&url, None).await.expect("upgrade");
-    ws.send(json!({"type": "auth", "token": other_secret})).await;
+    ws.send(json!({"type": "auth", "token": other_secret}))
+        .await;
     assert_eq!(ws.expect_close(Duration::from_secs(2)).await, Some(4004));
     let mut ws = Ws::open(&url, None).await.expect("upgrade");
     ws.send(json!({"type": "auth", "token": expired})).await;
     assert_eq!(ws.expect_close(Duration::from_secs(2)).await, Some(4002));
     let mut ws = Ws::open(&url, None).await.expect("upgrade");
-    ws.send(json!({"type": "auth", "token": user.access_token})).await;
+    ws.send(json!({"type": "auth", "token": user.access_token}))
+        .await;
     let welcome = ws.expect("welcome").await;
     assert_eq!(welcome["user_id"], user.user_id.as_str());
-    ws.send(json!({"type": "auth", "token": user.access_token, "ref": "again"})).await;
+    ws.send(json!({"type": "auth", "token": user.access_token, "ref": "again"}))
+        .await;
     let error = ws.expect("error").await;
-    assert_eq!((error["code"].as_str(), error["ref"].as_str()), (Some("bad_frame"), Some("again")));
+    assert_eq!(
+        (error["code"].as_str(), error["ref"].as_str()),
+        (Some("bad_frame"), Some("again"))
+    );
 
     // The node is still healthy.
-    let (status, _) = onlychat_e2e::Http::new(&cluster.nodes[0].base_url()).get("/readyz", None).await;
+    let (status, _) = onlychat_e2e::Http::new(&cluster.nodes[0].base_url())
+        .get("/readyz", None)
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -151,10 +215,18 @@ async fn logout_closes_the_sessions_sockets_with_4000() {
     let http = cluster.http();
     let user = http.user(&unique("leaver")).await;
     let mut ws = Ws::connect(&cluster.ws_url(0), &user.access_token).await;
-    let (status, _) = http.post("/v1/auth/logout", &json!({}), Some(&user.access_token)).await;
+    let (status, _) = http
+        .post("/v1/auth/logout", &json!({}), Some(&user.access_token))
+        .await;
     assert_eq!(status, 204);
     assert_eq!(ws.expect_close(Duration::from_secs(1)).await, Some(4000));
-    let (status, _) = http.post("/v1/auth/refresh", &json!({"refresh_token": user.refresh_token}), None).await;
+    let (status, _) = http
+        .post(
+            "/v1/auth/refresh",
+            &json!({"refresh_token": user.refresh_token}),
+            None,
+        )
+        .await;
     assert_eq!(status, 401);
 }
 
@@ -163,11 +235,23 @@ async fn refresh_rotates_and_spends_the_old_token() {
     let cluster = Cluster::start(1).await;
     let http = cluster.http();
     let user = http.user(&unique("rotor")).await;
-    let (status, next) = http.post("/v1/auth/refresh", &json!({"refresh_token": user.refresh_token}), None).await;
+    let (status, next) = http
+        .post(
+            "/v1/auth/refresh",
+            &json!({"refresh_token": user.refresh_token}),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{next}");
     assert_eq!(next["session_id"], user.session_id.as_str());
     assert_ne!(next["refresh_token"], user.refresh_token.as_str());
-    let (status, _) = http.post("/v1/auth/refresh", &json!({"refresh_token": user.refresh_token}), None).await;
+    let (status, _) = http
+        .post(
+            "/v1/auth/refresh",
+            &json!({"refresh_token": user.refresh_token}),
+            None,
+        )
+        .await;
     assert_eq!(status, 401, "the old refresh token is spent");
     let token = next["access_token"].as_str().expect("access token");
     Ws::connect(&cluster.ws_url(0), token).await;

@@ -7,7 +7,12 @@ use serde_json::json;
 
 async fn standalone(data_dir: &std::path::Path) -> Proc {
     let dir = data_dir.display().to_string();
-    Proc::spawn("standalone", &["standalone", "--data-dir", &dir], &[("ONLYCHAT_HEARTBEAT_INTERVAL", "2s".into())]).await
+    Proc::spawn(
+        "standalone",
+        &["standalone", "--data-dir", &dir],
+        &[("ONLYCHAT_HEARTBEAT_INTERVAL", "2s".into())],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,10 +26,18 @@ async fn standalone_runs_the_whole_chat_path_in_one_process() {
     let mut b = Ws::connect(&server.ws_url(), &bob.access_token).await;
     a.join("lobby").await;
     let joined = b.join("lobby").await;
-    assert_eq!(joined["online"], json!([alice.user_id.clone(), bob.user_id.clone()].iter().collect::<std::collections::BTreeSet<_>>()));
+    assert_eq!(
+        joined["online"],
+        json!(
+            [alice.user_id.clone(), bob.user_id.clone()]
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+        )
+    );
     assert_eq!(a.expect("presence").await["event"], "join");
 
-    a.send(json!({"type": "send", "room": "lobby", "body": "hello", "client_id": "a1"})).await;
+    a.send(json!({"type": "send", "room": "lobby", "body": "hello", "client_id": "a1"}))
+        .await;
     let delivered = b.expect("message").await;
     let ack = a.expect("ack").await;
     assert_eq!(delivered["position"], ack["position"]);
@@ -36,7 +49,10 @@ async fn standalone_runs_the_whole_chat_path_in_one_process() {
     http.login("alice").await;
     assert_eq!(a.expect_close(Duration::from_secs(1)).await, Some(4001));
     let leave = b.expect("presence").await;
-    assert_eq!((leave["event"].as_str(), leave["user_id"].as_str()), (Some("leave"), Some(alice.user_id.as_str())));
+    assert_eq!(
+        (leave["event"].as_str(), leave["user_id"].as_str()),
+        (Some("leave"), Some(alice.user_id.as_str()))
+    );
     drop(server);
 
     // Accounts and the JWT secret survive a restart (SQLite and the secret file in the data dir).
@@ -44,7 +60,13 @@ async fn standalone_runs_the_whole_chat_path_in_one_process() {
     let http = Http::new(&server.base_url());
     let again = http.login("bob").await;
     assert_eq!(again.user_id, bob.user_id);
-    let (status, _) = http.post("/v1/auth/register", &json!({"username": "bob", "password": "password-bob"}), None).await;
+    let (status, _) = http
+        .post(
+            "/v1/auth/register",
+            &json!({"username": "bob", "password": "password-bob"}),
+            None,
+        )
+        .await;
     assert_eq!(status, 409);
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);

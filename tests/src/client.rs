@@ -30,7 +30,10 @@ pub struct Login {
 
 impl Http {
     pub fn new(base: &str) -> Self {
-        Self { base: base.to_owned(), client: reqwest::Client::new() }
+        Self {
+            base: base.to_owned(),
+            client: reqwest::Client::new(),
+        }
     }
 
     /// POSTs JSON; returns status and body (Null if empty).
@@ -58,7 +61,11 @@ impl Http {
     /// Registers `username` (password "password-<username>"); panics unless 201.
     pub async fn register(&self, username: &str) {
         let (status, body) = self
-            .post("/v1/auth/register", &json!({"username": username, "password": format!("password-{username}")}), None)
+            .post(
+                "/v1/auth/register",
+                &json!({"username": username, "password": format!("password-{username}")}),
+                None,
+            )
             .await;
         assert_eq!(status, 201, "register {username}: {body}");
     }
@@ -66,13 +73,23 @@ impl Http {
     /// Logs in; panics unless 200.
     pub async fn login(&self, username: &str) -> Login {
         let (status, body) = self
-            .post("/v1/auth/login", &json!({"username": username, "password": format!("password-{username}")}), None)
+            .post(
+                "/v1/auth/login",
+                &json!({"username": username, "password": format!("password-{username}")}),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "login {username}: {body}");
         Login {
             user_id: body["user_id"].as_str().expect("user_id").to_owned(),
-            access_token: body["access_token"].as_str().expect("access_token").to_owned(),
-            refresh_token: body["refresh_token"].as_str().expect("refresh_token").to_owned(),
+            access_token: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            refresh_token: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
             session_id: body["session_id"].as_str().expect("session_id").to_owned(),
         }
     }
@@ -93,7 +110,9 @@ pub struct Ws {
 impl Ws {
     /// Connects with `Authorization: Bearer`; expects `welcome`.
     pub async fn connect(url: &str, token: &str) -> Self {
-        let mut ws = Self::open(url, Some(token)).await.expect("upgrade accepted");
+        let mut ws = Self::open(url, Some(token))
+            .await
+            .expect("upgrade accepted");
         ws.welcome = ws.expect("welcome").await;
         ws
     }
@@ -102,21 +121,32 @@ impl Ws {
     pub async fn open(url: &str, token: Option<&str>) -> Result<Self, tungstenite::Error> {
         let mut request = url.into_client_request()?;
         if let Some(token) = token {
-            let value = format!("Bearer {token}").parse().map_err(|_| tungstenite::Error::Utf8(String::new()))?;
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| tungstenite::Error::Utf8(String::new()))?;
             request.headers_mut().insert("Authorization", value);
         }
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Self { stream, welcome: Value::Null })
+        Ok(Self {
+            stream,
+            welcome: Value::Null,
+        })
     }
 
     /// Sends a JSON frame.
     pub async fn send(&mut self, frame: Value) {
-        self.stream.send(Message::text(frame.to_string())).await.expect("send frame");
+        self.stream
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send frame");
     }
 
     /// Sends raw text.
     pub async fn send_text(&mut self, text: &str) {
-        self.stream.send(Message::text(text.to_owned())).await.expect("send text");
+        self.stream
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send text");
     }
 
     /// The next JSON frame (skipping pings); panics on close or timeout.
@@ -157,21 +187,28 @@ impl Ws {
 
     /// Joins a room; returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
-        self.send(json!({"type": "join", "room": room, "ref": format!("join-{room}")})).await;
+        self.send(json!({"type": "join", "room": room, "ref": format!("join-{room}")}))
+            .await;
         self.expect("joined").await
     }
 
     async fn next_event(&mut self, within: Duration) -> Event {
+        // One deadline for the whole wait: server pings must not keep extending it.
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            let next = tokio::time::timeout(within, self.stream.next()).await;
+            let next = tokio::time::timeout_at(deadline, self.stream.next()).await;
             match next {
                 Err(_) => return Event::Timeout,
                 Ok(None) => return Event::Closed(None),
                 Ok(Some(Err(_))) => return Event::Closed(None),
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    return Event::Frame(serde_json::from_str(&text).expect("server frames are JSON"));
+                    return Event::Frame(
+                        serde_json::from_str(&text).expect("server frames are JSON"),
+                    );
                 }
-                Ok(Some(Ok(Message::Close(frame)))) => return Event::Closed(frame.map(|f| u16::from(f.code))),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Event::Closed(frame.map(|f| u16::from(f.code)));
+                }
                 Ok(Some(Ok(_))) => {}
             }
         }

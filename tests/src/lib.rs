@@ -9,7 +9,7 @@ pub mod process;
 use std::time::Duration;
 
 pub use client::{Http, Ws};
-pub use process::{Proc, Services};
+pub use process::{OwnKafka, Proc, Services};
 
 /// A shared secret every process of one test cluster uses.
 pub const TEST_SECRET: &str = "e2e-secret-that-is-at-least-32-bytes-long!";
@@ -25,14 +25,41 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// A unique short name for per-test resources.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// How a test cluster differs from the default.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    /// `embedded` (default) or `off` (the test runs `onlychat history` itself).
+    pub history_writer: &'static str,
+    /// Extra environment for every node.
+    pub node_env: Vec<(&'static str, String)>,
+    /// Services other than the shared ones (a chaos test's own Kafka).
+    pub services: Option<Services>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            history_writer: "embedded",
+            node_env: Vec::new(),
+            services: None,
+        }
+    }
 }
 
 /// A gateway and `n` chat nodes sharing one test's Redis prefix, topic and database.
@@ -43,12 +70,24 @@ pub struct Cluster {
     pub prefix: String,
     pub topic: String,
     pub database_url: String,
+    /// The environment nodes were started with (for starting more).
+    pub node_env: Vec<(&'static str, String)>,
+    /// The environment of the gateway, which `onlychat history` shares.
+    pub writer_env: Vec<(&'static str, String)>,
 }
 
 impl Cluster {
     /// Starts a cluster and waits until every process is ready.
     pub async fn start(nodes: usize) -> Self {
-        let services = Services::from_env().await;
+        Self::start_with(nodes, ClusterOptions::default()).await
+    }
+
+    /// Starts a cluster with `options`.
+    pub async fn start_with(nodes: usize, options: ClusterOptions) -> Self {
+        let services = match options.services.clone() {
+            Some(services) => services,
+            None => Services::from_env().await,
+        };
         let prefix = format!("{}:", unique("t"));
         let topic = unique("onlychat-test-");
         let database_url = services.create_database().await;
@@ -63,20 +102,56 @@ impl Cluster {
             env.extend(extra.iter().cloned());
             env
         };
-        let gateway =
-            Proc::spawn("gateway", &["gateway"], &common(&[("ONLYCHAT_DATABASE_URL", database_url.clone())])).await;
-        let node_env = common(&[
+        let kafka = [
             ("ONLYCHAT_KAFKA_BROKERS", services.kafka_brokers.clone()),
             ("ONLYCHAT_KAFKA_TOPIC", topic.clone()),
             ("ONLYCHAT_KAFKA_PARTITIONS", "3".to_owned()),
-        ]);
+            ("ONLYCHAT_KAFKA_PRODUCE_TIMEOUT", "5s".to_owned()),
+            ("ONLYCHAT_HISTORY_GROUP", format!("{topic}-history")),
+        ];
+        let mut gateway_env = common(&kafka);
+        gateway_env.push(("ONLYCHAT_DATABASE_URL", database_url.clone()));
+        gateway_env.push(("ONLYCHAT_HISTORY_WRITER", options.history_writer.to_owned()));
+        let gateway = Proc::spawn("gateway", &["gateway"], &gateway_env).await;
+        let mut node_env = common(&kafka);
+        node_env.push(("ONLYCHAT_DATABASE_URL", database_url.clone()));
+        node_env.extend(options.node_env.iter().cloned());
         let mut started = Vec::new();
         for i in 0..nodes {
-            let env: Vec<(&str, String)> =
-                node_env.iter().cloned().chain([("ONLYCHAT_NODE_ID", format!("node{}", i + 1))]).collect();
+            let env: Vec<(&str, String)> = node_env
+                .iter()
+                .cloned()
+                .chain([("ONLYCHAT_NODE_ID", format!("node{}", i + 1))])
+                .collect();
             started.push(Proc::spawn(&format!("node{}", i + 1), &["node"], &env).await);
         }
-        Self { gateway, nodes: started, services, prefix, topic, database_url }
+        let writer_env = gateway_env;
+        Self {
+            gateway,
+            nodes: started,
+            services,
+            prefix,
+            topic,
+            database_url,
+            node_env,
+            writer_env,
+        }
+    }
+
+    /// Starts one more node named `name`.
+    pub async fn spawn_node(&self, name: &str) -> Proc {
+        let env: Vec<(&str, String)> = self
+            .node_env
+            .iter()
+            .cloned()
+            .chain([("ONLYCHAT_NODE_ID", name.to_owned())])
+            .collect();
+        Proc::spawn(name, &["node"], &env).await
+    }
+
+    /// Starts a stand-alone history writer (`onlychat history`) on this cluster's topic and group.
+    pub async fn spawn_history_writer(&self) -> Proc {
+        Proc::spawn("history", &["history"], &self.writer_env).await
     }
 
     /// The HTTP API client.
@@ -103,5 +178,10 @@ pub fn mint_token(secret: &str, overrides: serde_json::Value) -> String {
         }
     }
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("key");
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("token")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .expect("token")
 }

@@ -24,7 +24,9 @@ async fn reachable(what: &str, address: &str) {
     let connect = tokio::net::TcpStream::connect(address);
     match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(_)) => {}
-        _ => panic!("{what} is not reachable at {address}: run `scripts/services.sh up` (this test needs the real service)"),
+        _ => panic!(
+            "{what} is not reachable at {address}: run `scripts/services.sh up` (this test needs the real service)"
+        ),
     }
 }
 
@@ -44,7 +46,11 @@ impl Services {
         };
         reachable("Redis", &host_port(&services.redis_url)).await;
         reachable("PostgreSQL", &host_port(&services.pg_admin_url)).await;
-        reachable("Kafka", services.kafka_brokers.split(',').next().unwrap_or_default()).await;
+        reachable(
+            "Kafka",
+            services.kafka_brokers.split(',').next().unwrap_or_default(),
+        )
+        .await;
         services
     }
 
@@ -54,12 +60,17 @@ impl Services {
         let name = crate::unique("onlychat_t_");
         let mut conn = sqlx::PgConnection::connect(&self.pg_admin_url)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to PostgreSQL at {}: {e}", self.pg_admin_url));
+            .unwrap_or_else(|e| {
+                panic!("cannot connect to PostgreSQL at {}: {e}", self.pg_admin_url)
+            });
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .expect("create test database");
-        let base = self.pg_admin_url.rsplit_once('/').map_or(self.pg_admin_url.as_str(), |(b, _)| b);
+        let base = self
+            .pg_admin_url
+            .rsplit_once('/')
+            .map_or(self.pg_admin_url.as_str(), |(b, _)| b);
         format!("{base}/{name}")
     }
 }
@@ -69,10 +80,23 @@ pub fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("ONLYCHAT_BIN") {
         return PathBuf::from(path);
     }
-    // target/debug/deps/<test> -> target/debug/onlychat
+    // Tests run from target/debug/deps/<test>, tools from target/debug/<tool>; the binary is
+    // target/debug/onlychat in both cases.
     let exe = std::env::current_exe().expect("current exe");
-    let path = exe.parent().and_then(|p| p.parent()).map(|p| p.join("onlychat")).expect("target dir");
-    assert!(path.exists(), "{} is missing: run `cargo build -p onlychat` first (scripts/test.sh does)", path.display());
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("onlychat"));
+    let path = candidates
+        .clone()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| candidates.last().expect("target dir"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p onlychat` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -85,7 +109,8 @@ pub struct Proc {
 }
 
 fn log_dir() -> PathBuf {
-    let dir = std::env::var("ONLYCHAT_TEST_LOG_DIR").map_or_else(|_| std::env::temp_dir().join("onlychat-e2e"), PathBuf::from);
+    let dir = std::env::var("ONLYCHAT_TEST_LOG_DIR")
+        .map_or_else(|_| std::env::temp_dir().join("onlychat-e2e"), PathBuf::from);
     std::fs::create_dir_all(&dir).expect("log dir");
     dir
 }
@@ -96,12 +121,25 @@ impl Proc {
         let log = log_dir().join(format!("{}-{name}.log", crate::unique("")));
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(binary());
-        command.args(args).env("ONLYCHAT_LISTEN", "127.0.0.1:0").env("RUST_LOG", "info,onlychat=debug");
+        command
+            .args(args)
+            .env("ONLYCHAT_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "info,onlychat=debug");
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.stdout(Stdio::null()).stderr(file).kill_on_drop(true).spawn().expect("spawn onlychat");
-        let mut proc = Self { name: name.to_owned(), addr: String::new(), log, child };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn onlychat");
+        let mut proc = Self {
+            name: name.to_owned(),
+            addr: String::new(),
+            log,
+            child,
+        };
         proc.addr = proc.wait_listening().await;
         proc.wait_ready().await;
         proc
@@ -111,13 +149,26 @@ impl Proc {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.starts_with("onlychat listening on ")) {
-                return line.trim_start_matches("onlychat listening on ").trim().to_owned();
+            if let Some(line) = text
+                .lines()
+                .find(|l| l.starts_with("onlychat listening on "))
+            {
+                return line
+                    .trim_start_matches("onlychat listening on ")
+                    .trim()
+                    .to_owned();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited with {status} before listening:\n{text}", self.name);
+                panic!(
+                    "{} exited with {status} before listening:\n{text}",
+                    self.name
+                );
             }
-            assert!(tokio::time::Instant::now() < deadline, "{} did not start listening:\n{text}", self.name);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not start listening:\n{text}",
+                self.name
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -132,7 +183,12 @@ impl Proc {
             {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{} never became ready; log {}", self.name, self.log.display());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became ready; log {}",
+                self.name,
+                self.log.display()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -153,5 +209,82 @@ impl Proc {
     /// Sends SIGKILL and waits for the process to go.
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM (a graceful drain) and waits, at most `within`, for the process to exit.
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+/// A Kafka broker of a test's own (scripts/services.sh on its own ports and directory), for a
+/// test that stops and starts it; the shared broker never goes down.
+pub struct OwnKafka {
+    pub brokers: String,
+    env: Vec<(String, String)>,
+}
+
+impl OwnKafka {
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh")
+    }
+
+    fn run(&self, command: &str) {
+        let status = std::process::Command::new(Self::script())
+            .args([command, "kafka"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .status()
+            .expect("run scripts/services.sh");
+        assert!(
+            status.success(),
+            "scripts/services.sh {command} kafka failed for the test's own broker"
+        );
+    }
+
+    /// Starts a broker on `port` (controller on `port + 1`).
+    pub fn start(port: u16) -> Self {
+        let dir = std::env::temp_dir().join(crate::unique("onlychat-own-kafka-"));
+        let env = vec![
+            ("ONLYCHAT_SVC_DIR".to_owned(), dir.display().to_string()),
+            ("ONLYCHAT_SVC_KAFKA_PORT".to_owned(), port.to_string()),
+            (
+                "ONLYCHAT_SVC_KAFKA_CONTROLLER_PORT".to_owned(),
+                (port + 1).to_string(),
+            ),
+        ];
+        let kafka = Self {
+            brokers: format!("127.0.0.1:{port}"),
+            env,
+        };
+        kafka.run("up");
+        kafka
+    }
+
+    pub fn stop(&self) {
+        self.run("down");
+    }
+
+    pub fn restart(&self) {
+        self.run("up");
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["down", "--clean", "kafka"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .status();
     }
 }

@@ -58,7 +58,12 @@ pub enum KeyError {
 
 impl JwtKeys {
     /// HS256 keys from a shared secret of at least 32 bytes.
-    pub fn hs256(secret: &[u8], issuer: &str, audience: &str, ttl: Duration) -> Result<Self, KeyError> {
+    pub fn hs256(
+        secret: &[u8],
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<Self, KeyError> {
         if secret.len() < 32 {
             return Err(KeyError::SecretTooShort(secret.len()));
         }
@@ -84,7 +89,13 @@ impl JwtKeys {
     }
 
     /// Issues an access token; returns it with its claims.
-    pub fn issue(&self, user_id: &str, username: &str, sid: &str, roles: &[String]) -> Result<(String, Claims), TokenError> {
+    pub fn issue(
+        &self,
+        user_id: &str,
+        username: &str,
+        sid: &str,
+        roles: &[String],
+    ) -> Result<(String, Claims), TokenError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -98,17 +109,22 @@ impl JwtKeys {
             aud: self.audience.clone(),
             roles: roles.to_vec(),
         };
-        let token = jsonwebtoken::encode(&Header::new(self.validation.algorithms[0]), &claims, &self.encoding)
-            .map_err(|_| TokenError::Invalid)?;
+        let token = jsonwebtoken::encode(
+            &Header::new(self.validation.algorithms[0]),
+            &claims,
+            &self.encoding,
+        )
+        .map_err(|_| TokenError::Invalid)?;
         Ok((token, claims))
     }
 
     /// Verifies signature, algorithm, issuer, audience and time claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            _ => TokenError::Invalid,
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })?;
         let claims = data.claims;
         let now = chrono::Utc::now().timestamp();
         let leeway = i64::try_from(CLOCK_LEEWAY_SECS).unwrap_or(0);
@@ -136,7 +152,9 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_secret_is_invalid() {
-        let (token, _) = keys(&[7u8; 32]).issue("u1", "alice", "s1", &[]).expect("issue");
+        let (token, _) = keys(&[7u8; 32])
+            .issue("u1", "alice", "s1", &[])
+            .expect("issue");
         assert_eq!(keys(&[8u8; 32]).verify(&token), Err(TokenError::Invalid));
     }
 
@@ -150,7 +168,10 @@ mod tests {
             r#"{{"sub":"u","name":"n","sid":"s","iat":{now},"nbf":{now},"exp":{},"jti":"j","iss":"onlychat","aud":"onlychat","roles":[]}}"#,
             now + 60
         ));
-        assert_eq!(keys(&[7u8; 32]).verify(&format!("{header}.{body}.")), Err(TokenError::Invalid));
+        assert_eq!(
+            keys(&[7u8; 32]).verify(&format!("{header}.{body}.")),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]

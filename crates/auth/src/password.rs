@@ -8,8 +8,12 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
 /// A hash of a password nobody has, verified when the user does not exist so that an unknown
 /// username costs the same time as a wrong password.
-static DUMMY_HASH: LazyLock<Option<String>> =
-    LazyLock::new(|| Argon2::default().hash_password(b"onlychat-timing-equaliser").ok().map(|h| h.to_string()));
+static DUMMY_HASH: LazyLock<Option<String>> = LazyLock::new(|| {
+    Argon2::default()
+        .hash_password(b"onlychat-timing-equaliser")
+        .ok()
+        .map(|h| h.to_string())
+});
 
 /// Hashing failed (the blocking pool is gone or the RNG failed).
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +40,10 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
         let Some(hash) = stored.or_else(|| DUMMY_HASH.clone()) else {
             return false;
         };
-        Argon2::default().verify_password(password.as_bytes(), hash.as_str()).is_ok() && known
+        Argon2::default()
+            .verify_password(password.as_bytes(), hash.as_str())
+            .is_ok()
+            && known
     })
     .await
     .unwrap_or(false)

@@ -26,20 +26,29 @@ impl RevokedSet {
     /// Records a revocation and forgets the ones whose tokens have all expired.
     pub fn insert(&self, revocation: &Revocation) {
         let now = chrono::Utc::now().timestamp();
-        let mut map = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|_, (_, until)| *until >= now);
         map.insert(revocation.sid.clone(), (revocation.code, revocation.until));
     }
 
     /// The close code for a revoked session, or `None` if it stands.
     pub fn code_for(&self, sid: &str) -> Option<u16> {
-        let map = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(sid).map(|(code, _)| *code)
     }
 
     /// How many revocations are held.
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Whether no revocation is held.
@@ -56,8 +65,18 @@ mod tests {
     fn revoked_sessions_are_remembered_until_their_tokens_expire() {
         let set = RevokedSet::default();
         let now = chrono::Utc::now().timestamp();
-        set.insert(&Revocation { sid: "old".into(), user_id: "u".into(), code: 4001, until: now - 10 });
-        set.insert(&Revocation { sid: "s".into(), user_id: "u".into(), code: 4003, until: now + 60 });
+        set.insert(&Revocation {
+            sid: "old".into(),
+            user_id: "u".into(),
+            code: 4001,
+            until: now - 10,
+        });
+        set.insert(&Revocation {
+            sid: "s".into(),
+            user_id: "u".into(),
+            code: 4003,
+            until: now + 60,
+        });
         assert_eq!(set.code_for("s"), Some(4003));
         assert_eq!(set.code_for("old"), None);
         assert_eq!(set.code_for("other"), None);

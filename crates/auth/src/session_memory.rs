@@ -8,8 +8,8 @@ use tokio::sync::broadcast;
 
 use crate::revocation::Revocation;
 use crate::session::{
-    LoginGrant, SessionError, SessionInfo, SessionStore, SessionTtls, hash_refresh_token, new_refresh_token,
-    new_session_id, revoked_until,
+    LoginGrant, SessionError, SessionInfo, SessionStore, SessionTtls, hash_refresh_token,
+    new_refresh_token, new_session_id, revoked_until,
 };
 
 #[derive(Debug, Clone)]
@@ -35,18 +35,30 @@ pub struct MemorySessions {
 
 impl MemorySessions {
     pub fn new(ttls: SessionTtls) -> Self {
-        Self { state: Mutex::default(), feed: broadcast::channel(1024).0, ttls }
+        Self {
+            state: Mutex::default(),
+            feed: broadcast::channel(1024).0,
+            ttls,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn end(&self, state: &mut State, sid: &str, code: u16) -> bool {
-        let Some(session) = state.sessions.remove(sid) else { return false };
+        let Some(session) = state.sessions.remove(sid) else {
+            return false;
+        };
         state.by_refresh.remove(&session.refresh_hash);
-        let revocation =
-            Revocation { sid: sid.to_owned(), user_id: session.user_id, code, until: revoked_until(&self.ttls) };
+        let revocation = Revocation {
+            sid: sid.to_owned(),
+            user_id: session.user_id,
+            code,
+            until: revoked_until(&self.ttls),
+        };
         let now = chrono::Utc::now().timestamp();
         state.revoked.retain(|r| r.until >= now);
         state.revoked.push(revocation.clone());
@@ -60,8 +72,12 @@ impl MemorySessions {
 impl SessionStore for MemorySessions {
     async fn login(&self, user_id: &str, device: &str) -> Result<LoginGrant, SessionError> {
         let mut state = self.lock();
-        let old: Vec<String> =
-            state.sessions.iter().filter(|(_, s)| s.user_id == user_id).map(|(sid, _)| sid.clone()).collect();
+        let old: Vec<String> = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.user_id == user_id)
+            .map(|(sid, _)| sid.clone())
+            .collect();
         for sid in old {
             self.end(&mut state, &sid, onlychat_protocol::close::REPLACED);
         }
@@ -69,23 +85,49 @@ impl SessionStore for MemorySessions {
         let refresh_token = new_refresh_token();
         let refresh_hash = hash_refresh_token(&refresh_token);
         let now = chrono::Utc::now().timestamp_millis();
-        let info = SessionInfo { sid: sid.clone(), device: device.to_owned(), created_at_ms: now, last_seen_at_ms: now };
+        let info = SessionInfo {
+            sid: sid.clone(),
+            device: device.to_owned(),
+            created_at_ms: now,
+            last_seen_at_ms: now,
+        };
         state.by_refresh.insert(refresh_hash.clone(), sid.clone());
-        state.sessions.insert(sid.clone(), Session { user_id: user_id.to_owned(), info, refresh_hash });
-        Ok(LoginGrant { user_id: user_id.to_owned(), sid, refresh_token })
+        state.sessions.insert(
+            sid.clone(),
+            Session {
+                user_id: user_id.to_owned(),
+                info,
+                refresh_hash,
+            },
+        );
+        Ok(LoginGrant {
+            user_id: user_id.to_owned(),
+            sid,
+            refresh_token,
+        })
     }
 
     async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, SessionError> {
         let mut state = self.lock();
-        let sid = state.by_refresh.remove(&hash_refresh_token(refresh_token)).ok_or(SessionError::InvalidRefreshToken)?;
+        let sid = state
+            .by_refresh
+            .remove(&hash_refresh_token(refresh_token))
+            .ok_or(SessionError::InvalidRefreshToken)?;
         let refresh_token = new_refresh_token();
         let refresh_hash = hash_refresh_token(&refresh_token);
-        let session = state.sessions.get_mut(&sid).ok_or(SessionError::InvalidRefreshToken)?;
+        let session = state
+            .sessions
+            .get_mut(&sid)
+            .ok_or(SessionError::InvalidRefreshToken)?;
         session.refresh_hash.clone_from(&refresh_hash);
         session.info.last_seen_at_ms = chrono::Utc::now().timestamp_millis();
         let user_id = session.user_id.clone();
         state.by_refresh.insert(refresh_hash, sid.clone());
-        Ok(LoginGrant { user_id, sid, refresh_token })
+        Ok(LoginGrant {
+            user_id,
+            sid,
+            refresh_token,
+        })
     }
 
     async fn revoke(&self, sid: &str, code: u16) -> Result<bool, SessionError> {
@@ -98,7 +140,13 @@ impl SessionStore for MemorySessions {
     }
 
     async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionInfo>, SessionError> {
-        Ok(self.lock().sessions.values().filter(|s| s.user_id == user_id).map(|s| s.info.clone()).collect())
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.user_id == user_id)
+            .map(|s| s.info.clone())
+            .collect())
     }
 
     fn revocations(&self) -> broadcast::Receiver<Revocation> {
@@ -122,7 +170,10 @@ mod tests {
     use super::*;
 
     fn store() -> MemorySessions {
-        MemorySessions::new(SessionTtls { access: Duration::from_secs(60), refresh: Duration::from_secs(600) })
+        MemorySessions::new(SessionTtls {
+            access: Duration::from_secs(60),
+            refresh: Duration::from_secs(600),
+        })
     }
 
     #[tokio::test]
@@ -134,8 +185,14 @@ mod tests {
         assert!(!store.is_live(&first.sid).await.expect("live"));
         assert!(store.is_live(&second.sid).await.expect("live"));
         let revocation = feed.recv().await.expect("revocation");
-        assert_eq!((revocation.sid.as_str(), revocation.code), (first.sid.as_str(), 4001));
-        assert!(matches!(store.refresh(&first.refresh_token).await, Err(SessionError::InvalidRefreshToken)));
+        assert_eq!(
+            (revocation.sid.as_str(), revocation.code),
+            (first.sid.as_str(), 4001)
+        );
+        assert!(matches!(
+            store.refresh(&first.refresh_token).await,
+            Err(SessionError::InvalidRefreshToken)
+        ));
     }
 
     #[tokio::test]

@@ -19,8 +19,8 @@ use tokio::sync::broadcast;
 
 use crate::revocation::Revocation;
 use crate::session::{
-    LoginGrant, SessionError, SessionInfo, SessionStore, SessionTtls, hash_refresh_token, new_refresh_token,
-    new_session_id, revoked_until,
+    LoginGrant, SessionError, SessionInfo, SessionStore, SessionTtls, hash_refresh_token,
+    new_refresh_token, new_session_id, revoked_until,
 };
 
 /// Ends one session: drops its refresh token and record, records and publishes the revocation.
@@ -93,7 +93,11 @@ pub struct RedisSessions {
 
 impl RedisSessions {
     /// Connects to Redis; fails if it does not answer.
-    pub async fn connect(url: &str, prefix: &str, ttls: SessionTtls) -> Result<Arc<Self>, SessionError> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        ttls: SessionTtls,
+    ) -> Result<Arc<Self>, SessionError> {
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new(client.clone()).await?;
         Ok(Arc::new(Self {
@@ -114,7 +118,12 @@ impl RedisSessions {
 
     /// Listens on the revocation channel for ever: subscribe, then replay the revocations in
     /// force, then forward each published one; on any error, reconnect and do it again.
-    async fn listen(client: redis::Client, channel: String, revoked_key: String, tx: broadcast::Sender<Revocation>) {
+    async fn listen(
+        client: redis::Client,
+        channel: String,
+        revoked_key: String,
+        tx: broadcast::Sender<Revocation>,
+    ) {
         loop {
             if let Err(e) = Self::listen_once(&client, &channel, &revoked_key, &tx).await {
                 tracing::warn!(error = %e, "revocation feed lost; resubscribing");
@@ -142,7 +151,9 @@ impl RedisSessions {
         tracing::info!(channel, "revocation feed subscribed");
         let mut messages = pubsub.into_on_message();
         while let Some(msg) = messages.next().await {
-            let Ok(text) = msg.get_payload::<String>() else { continue };
+            let Ok(text) = msg.get_payload::<String>() else {
+                continue;
+            };
             match serde_json::from_str::<Revocation>(&text) {
                 Ok(revocation) => {
                     let _ = tx.send(revocation);
@@ -150,7 +161,10 @@ impl RedisSessions {
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed revocation"),
             }
         }
-        Err(redis::RedisError::from((redis::ErrorKind::Io, "revocation channel closed")))
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "revocation channel closed",
+        )))
     }
 }
 
@@ -178,7 +192,11 @@ impl SessionStore for RedisSessions {
             .arg(now.timestamp())
             .invoke_async(&mut conn)
             .await?;
-        Ok(LoginGrant { user_id: user_id.to_owned(), sid, refresh_token })
+        Ok(LoginGrant {
+            user_id: user_id.to_owned(),
+            sid,
+            refresh_token,
+        })
     }
 
     async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, SessionError> {
@@ -194,7 +212,11 @@ impl SessionStore for RedisSessions {
             .invoke_async(&mut conn)
             .await?;
         let (sid, user_id) = found.ok_or(SessionError::InvalidRefreshToken)?;
-        Ok(LoginGrant { user_id, sid, refresh_token: next })
+        Ok(LoginGrant {
+            user_id,
+            sid,
+            refresh_token: next,
+        })
     }
 
     async fn revoke(&self, sid: &str, code: u16) -> Result<bool, SessionError> {
@@ -217,7 +239,9 @@ impl SessionStore for RedisSessions {
 
     async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionInfo>, SessionError> {
         let mut conn = self.conn.clone();
-        let sids: Vec<String> = conn.zrange(self.key(&format!("user:{user_id}:sessions")), 0, -1).await?;
+        let sids: Vec<String> = conn
+            .zrange(self.key(&format!("user:{user_id}:sessions")), 0, -1)
+            .await?;
         let mut out = Vec::with_capacity(sids.len());
         for sid in sids {
             let fields: std::collections::HashMap<String, String> =

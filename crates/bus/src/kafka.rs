@@ -36,18 +36,18 @@ pub struct KafkaSettings {
 
 /// The Kafka-backed bus.
 pub struct KafkaBus {
-    settings: KafkaSettings,
+    pub(crate) settings: KafkaSettings,
     producer: FutureProducer,
     partitions: i32,
     epoch: String,
     ready: Arc<AtomicBool>,
 }
 
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the consumer may log the same kind of transient error.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
-fn setup_err(e: impl std::fmt::Display) -> BusError {
+pub(crate) fn setup_err(e: impl std::fmt::Display) -> BusError {
     BusError::Setup(e.to_string())
 }
 
@@ -60,13 +60,22 @@ impl KafkaBus {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")
-            .set("message.timeout.ms", settings.produce_timeout.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                settings.produce_timeout.as_millis().to_string(),
+            )
             .create()
             .map_err(setup_err)?;
         ensure_topic(&settings).await?;
         let partitions = partition_count(&producer, &settings.topic).await?;
-        let epoch = format!("{}-p{partitions}", settings.topic);
-        Ok(Self { settings, producer, partitions, epoch, ready: Arc::new(AtomicBool::new(false)) })
+        let epoch = epoch_of(&settings.topic, partitions);
+        Ok(Self {
+            settings,
+            producer,
+            partitions,
+            epoch,
+            ready: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// The topic's partition count.
@@ -77,9 +86,15 @@ impl KafkaBus {
     fn consumer(&self) -> Result<StreamConsumer, BusError> {
         ClientConfig::new()
             .set("bootstrap.servers", &self.settings.brokers)
-            .set("client.id", format!("onlychat-{}-fanout", self.settings.node_id))
+            .set(
+                "client.id",
+                format!("onlychat-{}-fanout", self.settings.node_id),
+            )
             // Required by librdkafka even for manual assignment; never committed to.
-            .set("group.id", format!("onlychat-fanout-{}", self.settings.node_id))
+            .set(
+                "group.id",
+                format!("onlychat-fanout-{}", self.settings.node_id),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "10")
@@ -89,23 +104,44 @@ impl KafkaBus {
     }
 }
 
-async fn ensure_topic(settings: &KafkaSettings) -> Result<(), BusError> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &settings.brokers).create().map_err(setup_err)?;
+/// The epoch of a topic: it changes when the topic is recreated with another partition count.
+pub(crate) fn epoch_of(topic: &str, partitions: i32) -> String {
+    format!("{topic}-p{partitions}")
+}
+
+pub(crate) async fn ensure_topic(settings: &KafkaSettings) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()
+        .map_err(setup_err)?;
     // Replication -1: the broker's default.replication.factor decides.
-    let topic = NewTopic::new(&settings.topic, settings.partitions, TopicReplication::Fixed(-1));
+    let topic = NewTopic::new(
+        &settings.topic,
+        settings.partitions,
+        TopicReplication::Fixed(-1),
+    );
     let options = AdminOptions::new().operation_timeout(Some(Timeout::After(METADATA_TIMEOUT)));
-    let results = admin.create_topics([&topic], &options).await.map_err(setup_err)?;
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(setup_err)?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(BusError::Setup(format!("cannot create topic {name}: {code}"))),
+            Err((name, code)) => {
+                return Err(BusError::Setup(format!(
+                    "cannot create topic {name}: {code}"
+                )));
+            }
         }
     }
     Ok(())
 }
 
-async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, BusError> {
+pub(crate) async fn partition_count(
+    producer: &FutureProducer,
+    topic: &str,
+) -> Result<i32, BusError> {
     let producer = producer.clone();
     let topic = topic.to_owned();
     let deadline = Instant::now() + METADATA_TIMEOUT;
@@ -113,9 +149,15 @@ async fn partition_count(producer: &FutureProducer, topic: &str) -> Result<i32, 
     loop {
         let (producer, name) = (producer.clone(), topic.clone());
         let count = tokio::task::spawn_blocking(move || {
-            let metadata = producer.client().fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&name), METADATA_TIMEOUT)?;
             Ok::<_, rdkafka::error::KafkaError>(
-                metadata.topics().iter().find(|t| t.name() == name).map_or(0, |t| t.partitions().len()),
+                metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name)
+                    .map_or(0, |t| t.partitions().len()),
             )
         })
         .await
@@ -137,11 +179,17 @@ impl Bus for KafkaBus {
         let unavailable = |e: rdkafka::error::KafkaError| BusError::Unavailable(e.to_string());
         let payload = match serde_json::to_vec(event) {
             Ok(payload) => payload,
-            Err(e) => return Box::pin(std::future::ready(Err(BusError::Unavailable(e.to_string())))),
+            Err(e) => {
+                return Box::pin(std::future::ready(Err(BusError::Unavailable(
+                    e.to_string(),
+                ))));
+            }
         };
         let room = event.room();
-        let record =
-            FutureRecord::to(&self.settings.topic).key(room).payload(&payload).partition(self.partition_of(room));
+        let record = FutureRecord::to(&self.settings.topic)
+            .key(room)
+            .payload(&payload)
+            .partition(self.partition_of(room));
         // send_result enqueues now (keeping the caller's order); the delivery future is bounded
         // by message.timeout.ms.
         let delivery = match self.producer.send_result(record) {
@@ -165,29 +213,49 @@ impl Bus for KafkaBus {
         &self.epoch
     }
 
-    async fn start_consuming(&self, sink: Arc<dyn DeliverySink>) -> Result<(), BusError> {
+    async fn start_consuming(
+        &self,
+        sink: Arc<dyn DeliverySink>,
+        lookback: Duration,
+    ) -> Result<(), BusError> {
         let consumer = Arc::new(self.consumer()?);
         let (topic, partitions) = (self.settings.topic.clone(), self.partitions);
         let positioner = consumer.clone();
-        let ends = tokio::task::spawn_blocking(move || {
-            let mut list = TopicPartitionList::new();
-            let mut ends = Vec::new();
+        let since_ms = chrono_ms() - i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX / 4);
+        // Start `lookback` back (the node rebuilds its dedupe window and replay buffers from
+        // the log), and count as positioned once the log's end as of now has been read.
+        let starts = tokio::task::spawn_blocking(move || {
+            let mut wanted = TopicPartitionList::new();
             for p in 0..partitions {
-                let (_, high) = positioner.fetch_watermarks(&topic, p, METADATA_TIMEOUT)?;
-                list.add_partition_offset(&topic, p, Offset::Offset(high))?;
-                ends.push((p, high));
+                wanted.add_partition_offset(&topic, p, Offset::Offset(since_ms))?;
+            }
+            let found = positioner.offsets_for_times(wanted, METADATA_TIMEOUT)?;
+            let mut list = TopicPartitionList::new();
+            let mut starts = Vec::new();
+            for p in 0..partitions {
+                let (low, high) = positioner.fetch_watermarks(&topic, p, METADATA_TIMEOUT)?;
+                let start = match found.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) if o >= low => o.min(high),
+                    _ => high, // no record at or after the time: nothing to look back on
+                };
+                list.add_partition_offset(&topic, p, Offset::Offset(start))?;
+                starts.push((p, start, high));
             }
             positioner.assign(&list)?;
-            Ok::<_, rdkafka::error::KafkaError>(ends)
+            Ok::<_, rdkafka::error::KafkaError>(starts)
         })
         .await
         .map_err(setup_err)?
         .map_err(setup_err)?;
-        for (partition, high) in ends {
-            sink.positioned(partition, u64::try_from(high).unwrap_or(0));
+        let mut catching_up = std::collections::HashMap::new();
+        for (partition, start, high) in starts {
+            sink.positioned(partition, u64::try_from(start).unwrap_or(0));
+            if high > start {
+                catching_up.insert(partition, high);
+            }
         }
-        self.ready.store(true, Ordering::SeqCst);
-        tokio::spawn(consume(consumer, sink));
+        self.ready.store(catching_up.is_empty(), Ordering::SeqCst);
+        tokio::spawn(consume(consumer, sink, catching_up, self.ready.clone()));
         Ok(())
     }
 
@@ -204,27 +272,71 @@ impl Bus for KafkaBus {
     }
 }
 
-/// The fan-out loop: every record, in partition order, to the sink.
-async fn consume(consumer: Arc<StreamConsumer>, sink: Arc<dyn DeliverySink>) {
-    let mut last_error_log: Option<Instant> = None;
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Decodes one record; a record that is not an onlychat event is logged and skipped.
+pub(crate) fn decode(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<Delivered> {
+    let payload = message.payload()?;
+    let position = u64::try_from(message.offset() + 1).unwrap_or(0);
+    match serde_json::from_slice::<BusEvent>(payload) {
+        Ok(event) => Some(Delivered {
+            partition: message.partition(),
+            position,
+            event,
+        }),
+        Err(e) => {
+            tracing::warn!(partition = message.partition(), position, error = %e, "skipping a record that is not an onlychat event");
+            None
+        }
+    }
+}
+
+/// Rate-limits the consumer's transient-error log: Kafka being away produces many per second.
+#[derive(Default)]
+pub(crate) struct ErrorLog(Option<Instant>);
+
+impl ErrorLog {
+    pub(crate) async fn transient(&mut self, what: &str, e: &rdkafka::error::KafkaError) {
+        if self.0.is_none_or(|t| t.elapsed() > ERROR_LOG_EVERY) {
+            tracing::warn!(error = %e, "{what}; retrying");
+            self.0 = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The fan-out loop: every record, in partition order, to the sink. `catching_up` holds the
+/// log end per partition as of the start; `ready` turns true once all of them were read.
+async fn consume(
+    consumer: Arc<StreamConsumer>,
+    sink: Arc<dyn DeliverySink>,
+    mut catching_up: std::collections::HashMap<i32, i64>,
+    ready: Arc<AtomicBool>,
+) {
+    let mut errors = ErrorLog::default();
     loop {
         match consumer.recv().await {
             Ok(message) => {
-                let Some(payload) = message.payload() else { continue };
-                let position = u64::try_from(message.offset() + 1).unwrap_or(0);
-                match serde_json::from_slice::<BusEvent>(payload) {
-                    Ok(event) => sink.deliver(Delivered { partition: message.partition(), position, event }),
-                    Err(e) => tracing::warn!(partition = message.partition(), position, error = %e, "skipping a record that is not an onlychat event"),
+                let (partition, offset) = (message.partition(), message.offset());
+                if let Some(delivered) = decode(&message) {
+                    sink.deliver(delivered);
+                }
+                if catching_up
+                    .get(&partition)
+                    .is_some_and(|high| offset + 1 >= *high)
+                {
+                    catching_up.remove(&partition);
+                    if catching_up.is_empty() {
+                        tracing::info!("caught up with the log on every partition");
+                        ready.store(true, Ordering::SeqCst);
+                    }
                 }
             }
-            Err(e) => {
-                // Transient broker errors arrive many times a second while Kafka is away.
-                if last_error_log.is_none_or(|t| t.elapsed() > ERROR_LOG_EVERY) {
-                    tracing::warn!(error = %e, "kafka consumer error; retrying");
-                    last_error_log = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(e) => errors.transient("kafka consumer error", &e).await,
         }
     }
 }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod kafka;
+mod kafka_group;
 mod memory;
 mod partitioner;
 
@@ -15,7 +16,8 @@ use futures_util::future::BoxFuture;
 use onlychat_protocol::BusEvent;
 
 pub use kafka::{KafkaBus, KafkaSettings};
-pub use memory::MemoryBus;
+pub use kafka_group::{Batch, GroupReader};
+pub use memory::{Journal, MemoryBus};
 pub use partitioner::partition_for;
 
 /// An event read back from the log, with where it sits.
@@ -56,9 +58,14 @@ pub trait Bus: Send + Sync {
     fn partition_of(&self, room: &str) -> i32;
     /// The log's epoch: changes only if the log was reset.
     fn epoch(&self) -> &str;
-    /// Starts consuming every partition into `sink`; returns once positioned.
-    async fn start_consuming(&self, sink: Arc<dyn DeliverySink>) -> Result<(), BusError>;
-    /// Whether the consumer is assigned and positioned on every partition.
+    /// Starts consuming every partition into `sink`, from `lookback` ago (so the sink can
+    /// rebuild its dedupe window and replay buffers); returns once assigned.
+    async fn start_consuming(
+        &self,
+        sink: Arc<dyn DeliverySink>,
+        lookback: Duration,
+    ) -> Result<(), BusError>;
+    /// Whether the consumer is assigned and has read the log up to its end as of the start.
     fn is_ready(&self) -> bool;
     /// Waits (bounded) until every accepted event has been acknowledged by the log.
     async fn flush(&self, timeout: Duration) -> Result<(), BusError>;

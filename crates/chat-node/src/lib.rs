@@ -6,12 +6,16 @@
 //! - `connection/`: one task per socket; `frames.rs` answers each client frame
 //! - `registry.rs`: rooms, sessions and the ordered fan-out from the bus
 //! - `presence.rs`: the cluster-wide roster behind `joined.online`
+//! - `recent.rs`: the dedupe window and per-room replay buffers, rebuilt from the log at start
+//! - `replay.rs`: what a `join` with `since` sends before live traffic
 #![forbid(unsafe_code)]
 
 mod connection;
 mod health;
 pub mod presence;
+mod recent;
 pub mod registry;
+mod replay;
 mod upgrade;
 
 use std::sync::Arc;
@@ -44,6 +48,12 @@ pub struct NodeSettings {
     pub max_in_flight_sends: usize,
     /// Allowed `Origin` values; empty allows any.
     pub allowed_origins: Vec<String>,
+    /// A resend with the same `client_id` within this window is delivered once.
+    pub dedupe_window: Duration,
+    /// Recent messages kept per room for `join` with `since`.
+    pub replay_per_room: usize,
+    /// Most messages one replay sends; a longer gap gets `recovered: false` and the latest page.
+    pub replay_max: u32,
 }
 
 impl Default for NodeSettings {
@@ -57,6 +67,9 @@ impl Default for NodeSettings {
             outbound_queue: 1024,
             max_in_flight_sends: 256,
             allowed_origins: Vec::new(),
+            dedupe_window: Duration::from_secs(600),
+            replay_per_room: 1000,
+            replay_max: 10_000,
         }
     }
 }
@@ -68,6 +81,8 @@ pub struct NodeDeps {
     pub sessions: Arc<dyn SessionStore>,
     pub keys: JwtKeys,
     pub presence: Presence,
+    /// Message history, for replays older than the node's buffers (optional).
+    pub history: Option<onlychat_store::Store>,
 }
 
 /// A running chat node.
@@ -83,10 +98,23 @@ pub struct Node {
 impl Node {
     /// Starts the node's background work: revocation listener, bus consumer (positioned before
     /// this returns), presence refresher.
-    pub async fn start(settings: NodeSettings, deps: NodeDeps) -> Result<Arc<Self>, onlychat_bus::BusError> {
+    pub async fn start(
+        settings: NodeSettings,
+        deps: NodeDeps,
+    ) -> Result<Arc<Self>, onlychat_bus::BusError> {
         let bus = deps.bus.clone();
         let partition_of = Box::new(move |room: &str| bus.partition_of(room));
-        let registry = Arc::new(Registry::new(deps.bus.epoch().to_owned(), partition_of));
+        let limits = recent::RecentLimits {
+            dedupe_window_ms: i64::try_from(settings.dedupe_window.as_millis())
+                .unwrap_or(i64::MAX / 4),
+            per_room: settings.replay_per_room,
+        };
+        let lookback = settings.dedupe_window;
+        let registry = Arc::new(Registry::new(
+            deps.bus.epoch().to_owned(),
+            partition_of,
+            limits,
+        ));
         let node = Arc::new(Self {
             settings,
             deps,
@@ -97,19 +125,21 @@ impl Node {
         });
         tokio::spawn(watch_revocations(node.clone()));
         tokio::spawn(refresh_presence(node.clone()));
-        node.deps.bus.start_consuming(registry).await?;
+        node.deps.bus.start_consuming(registry, lookback).await?;
         Ok(node)
     }
 
     /// Mounts `/ws` on an actix app.
     pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::from(self.clone())).route("/ws", web::get().to(upgrade::ws));
+        cfg.app_data(web::Data::from(self.clone()))
+            .route("/ws", web::get().to(upgrade::ws));
     }
 
     /// Begins the drain: new upgrades are refused, and every socket closes with 1012.
     pub fn drain(&self) -> usize {
         self.shutdown.cancel();
-        self.registry.close_all(onlychat_protocol::close::GOING_AWAY_RESTART)
+        self.registry
+            .close_all(onlychat_protocol::close::GOING_AWAY_RESTART)
     }
 
     /// Open sockets on this node.
@@ -134,14 +164,23 @@ async fn watch_revocations(node: Arc<Node>) {
         match feed.recv().await {
             Ok(revocation) => {
                 node.revoked.insert(&revocation);
-                let closed = node.registry.close_session(&revocation.sid, revocation.code);
+                let closed = node
+                    .registry
+                    .close_session(&revocation.sid, revocation.code);
                 if closed > 0 {
-                    tracing::info!(code = revocation.code, closed, "closed the sockets of a revoked session");
+                    tracing::info!(
+                        code = revocation.code,
+                        closed,
+                        "closed the sockets of a revoked session"
+                    );
                     metrics::counter!("onlychat_evictions_total").increment(closed as u64);
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::error!(missed = n, "revocation feed lagged; some sessions may stay open");
+                tracing::error!(
+                    missed = n,
+                    "revocation feed lagged; some sessions may stay open"
+                );
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
@@ -153,6 +192,9 @@ async fn refresh_presence(node: Arc<Node>) {
     let mut tick = tokio::time::interval(node.settings.heartbeat);
     loop {
         tick.tick().await;
-        node.deps.presence.refresh(node.registry.memberships()).await;
+        node.deps
+            .presence
+            .refresh(node.registry.memberships())
+            .await;
     }
 }

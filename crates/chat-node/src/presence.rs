@@ -16,7 +16,12 @@ use redis::aio::ConnectionManager;
 pub enum Presence {
     /// Only this process exists (standalone).
     Local,
-    Redis { conn: ConnectionManager, prefix: String, node_id: String, ttl: Duration },
+    Redis {
+        conn: ConnectionManager,
+        prefix: String,
+        node_id: String,
+        ttl: Duration,
+    },
 }
 
 impl Presence {
@@ -25,12 +30,21 @@ impl Presence {
     }
 
     fn expiry(ttl: Duration) -> i64 {
-        chrono::Utc::now().timestamp_millis() + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
+        chrono::Utc::now().timestamp_millis()
+            + i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 4)
     }
 
     /// Records that `user_id` is in `room` on this node and returns everyone present.
     pub async fn enter(&self, room: &str, user_id: &str, local: Vec<String>) -> Vec<String> {
-        let Self::Redis { conn, prefix, node_id, ttl } = self else { return local };
+        let Self::Redis {
+            conn,
+            prefix,
+            node_id,
+            ttl,
+        } = self
+        else {
+            return local;
+        };
         let key = Self::key(prefix, room);
         let now = chrono::Utc::now().timestamp_millis();
         let result: redis::RedisResult<Vec<String>> = redis::pipe()
@@ -46,8 +60,11 @@ impl Presence {
             .map(|(members,)| members);
         match result {
             Ok(members) => {
-                let mut users: BTreeSet<String> =
-                    members.iter().filter_map(|m| m.split_once('|')).map(|(_, u)| u.to_owned()).collect();
+                let mut users: BTreeSet<String> = members
+                    .iter()
+                    .filter_map(|m| m.split_once('|'))
+                    .map(|(_, u)| u.to_owned())
+                    .collect();
                 users.extend(local);
                 users.into_iter().collect()
             }
@@ -60,7 +77,15 @@ impl Presence {
 
     /// Records that `user_id` has no connection left in `room` on this node.
     pub async fn exit(&self, room: &str, user_id: &str) {
-        let Self::Redis { conn, prefix, node_id, .. } = self else { return };
+        let Self::Redis {
+            conn,
+            prefix,
+            node_id,
+            ..
+        } = self
+        else {
+            return;
+        };
         let result: redis::RedisResult<i64> = redis::cmd("ZREM")
             .arg(Self::key(prefix, room))
             .arg(format!("{node_id}|{user_id}"))
@@ -73,7 +98,15 @@ impl Presence {
 
     /// Re-asserts every membership of this node (called each heartbeat).
     pub async fn refresh(&self, memberships: Vec<(String, Vec<String>)>) {
-        let Self::Redis { conn, prefix, node_id, ttl } = self else { return };
+        let Self::Redis {
+            conn,
+            prefix,
+            node_id,
+            ttl,
+        } = self
+        else {
+            return;
+        };
         if memberships.is_empty() {
             return;
         }
@@ -82,9 +115,11 @@ impl Presence {
         for (room, users) in &memberships {
             let key = Self::key(prefix, room);
             for user in users {
-                pipe.zadd(&key, format!("{node_id}|{user}"), expiry).ignore();
+                pipe.zadd(&key, format!("{node_id}|{user}"), expiry)
+                    .ignore();
             }
-            pipe.pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)).ignore();
+            pipe.pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+                .ignore();
         }
         if let Err(e) = pipe.query_async::<()>(&mut conn.clone()).await {
             tracing::warn!(error = %e, "presence refresh failed");

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use onlychat_bus::{Delivered, DeliverySink};
 use onlychat_protocol::{BusEvent, ServerFrame, close};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::recent::{Buffered, Original, Recent, RecentLimits};
 
 /// A connection's id, unique within this node.
 pub type ConnId = u64;
@@ -36,11 +38,16 @@ impl ConnHandle {
     }
 }
 
-#[derive(Default)]
 struct Inner {
     rooms: HashMap<String, HashMap<ConnId, ConnHandle>>,
     sessions: HashMap<String, HashMap<ConnId, ConnHandle>>,
+    /// Per partition, the last position handed out.
     positions: HashMap<i32, u64>,
+    /// Per partition, where this node began reading: nothing before it is in `recent`.
+    starts: HashMap<i32, u64>,
+    recent: Recent,
+    /// Acks waiting for this node to have read a position (so the dedupe verdict is known).
+    waiters: HashMap<i32, Vec<(u64, oneshot::Sender<()>)>>,
 }
 
 /// This node's connections and rooms.
@@ -56,15 +63,82 @@ pub struct JoinOutcome {
     pub position: u64,
     /// Whether this is the user's first connection in the room on this node.
     pub first_for_user: bool,
+    /// What to send before live traffic, for a join with `since`.
+    pub replay: Replay,
+}
+
+/// The replay a `join` with `since` gets, decided atomically with the seam.
+#[derive(Debug)]
+pub enum Replay {
+    /// No `since`: live traffic only.
+    None,
+    /// Every message after `since` is in the buffer: these, then live.
+    Buffered(Vec<Buffered>),
+    /// The buffer lacks positions up to `floor`: read `(since, floor]` from the store first.
+    FromStore {
+        since: u64,
+        floor: u64,
+        partition: i32,
+        then: Vec<Buffered>,
+    },
+    /// `since` is from another epoch or out of reach: `recovered: false` and the latest page.
+    Stale {
+        partition: i32,
+        floor: u64,
+        buffered: Vec<Buffered>,
+    },
 }
 
 impl Registry {
-    pub fn new(epoch: String, partition_of: Box<dyn Fn(&str) -> i32 + Send + Sync>) -> Self {
-        Self { inner: Mutex::default(), epoch, partition_of }
+    pub fn new(
+        epoch: String,
+        partition_of: Box<dyn Fn(&str) -> i32 + Send + Sync>,
+        limits: RecentLimits,
+    ) -> Self {
+        let inner = Inner {
+            rooms: HashMap::new(),
+            sessions: HashMap::new(),
+            positions: HashMap::new(),
+            starts: HashMap::new(),
+            recent: Recent::new(limits),
+            waiters: HashMap::new(),
+        };
+        Self {
+            inner: Mutex::new(inner),
+            epoch,
+            partition_of,
+        }
+    }
+
+    /// The partition a room's messages are in.
+    pub fn partition_of(&self, room: &str) -> i32 {
+        (self.partition_of)(room)
+    }
+
+    /// The original of a resent message (same room, sender, `client_id`) this node has read.
+    pub fn original(&self, room: &str, from: &str, client_id: &str) -> Option<Original> {
+        self.lock().recent.original(room, from, client_id).cloned()
+    }
+
+    /// Resolves once this node has read `position` of `partition` (`None`: already has).
+    pub fn when_read(&self, partition: i32, position: u64) -> Option<oneshot::Receiver<()>> {
+        let mut inner = self.lock();
+        if inner.positions.get(&partition).copied().unwrap_or(0) >= position {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        inner
+            .waiters
+            .entry(partition)
+            .or_default()
+            .push((position, tx));
+        Some(rx)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The bus epoch messages are stamped with.
@@ -74,7 +148,11 @@ impl Registry {
 
     /// Registers an authenticated connection under its session, for eviction.
     pub fn attach(&self, conn: &ConnHandle) {
-        self.lock().sessions.entry(conn.sid.clone()).or_default().insert(conn.id, conn.clone());
+        self.lock()
+            .sessions
+            .entry(conn.sid.clone())
+            .or_default()
+            .insert(conn.id, conn.clone());
     }
 
     /// Removes a connection from its session and every room; returns the rooms it left for good
@@ -87,20 +165,59 @@ impl Registry {
                 inner.sessions.remove(&conn.sid);
             }
         }
-        let rooms: Vec<String> =
-            inner.rooms.iter().filter(|(_, m)| m.contains_key(&conn.id)).map(|(r, _)| r.clone()).collect();
-        rooms.into_iter().filter(|room| Self::remove_member(&mut inner, room, conn)).collect()
+        let rooms: Vec<String> = inner
+            .rooms
+            .iter()
+            .filter(|(_, m)| m.contains_key(&conn.id))
+            .map(|(r, _)| r.clone())
+            .collect();
+        rooms
+            .into_iter()
+            .filter(|room| Self::remove_member(&mut inner, room, conn))
+            .collect()
     }
 
-    /// Adds a connection to a room.
-    pub fn join(&self, room: &str, conn: &ConnHandle) -> JoinOutcome {
+    /// Adds a connection to a room; with `since`, also decides its replay under the same lock,
+    /// so replay and live traffic meet exactly at the seam. `epoch` is the one `since` came from.
+    pub fn join(
+        &self,
+        room: &str,
+        conn: &ConnHandle,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> JoinOutcome {
         let partition = (self.partition_of)(room);
         let mut inner = self.lock();
         let members = inner.rooms.entry(room.to_owned()).or_default();
         let first_for_user = !members.values().any(|m| m.user_id == conn.user_id);
         members.insert(conn.id, conn.clone());
         let position = inner.positions.get(&partition).copied().unwrap_or(0);
-        JoinOutcome { position, first_for_user }
+        let start = inner.starts.get(&partition).copied().unwrap_or(0);
+        let replay = match since {
+            None => Replay::None,
+            Some(since) if since > position || epoch.is_some_and(|e| e != self.epoch) => {
+                let floor = inner.recent.floor(room, start);
+                Replay::Stale {
+                    partition,
+                    floor,
+                    buffered: inner.recent.all(room),
+                }
+            }
+            Some(since) => match inner.recent.after(room, since, start) {
+                Ok(buffered) => Replay::Buffered(buffered),
+                Err(floor) => Replay::FromStore {
+                    since,
+                    floor,
+                    partition,
+                    then: inner.recent.all(room),
+                },
+            },
+        };
+        JoinOutcome {
+            position,
+            first_for_user,
+            replay,
+        }
     }
 
     /// Removes a connection from a room; true if it was the user's last one there.
@@ -109,7 +226,9 @@ impl Registry {
     }
 
     fn remove_member(inner: &mut Inner, room: &str, conn: &ConnHandle) -> bool {
-        let Some(members) = inner.rooms.get_mut(room) else { return false };
+        let Some(members) = inner.rooms.get_mut(room) else {
+            return false;
+        };
         if members.remove(&conn.id).is_none() {
             return false;
         }
@@ -123,8 +242,11 @@ impl Registry {
     /// User ids with a connection in the room on this node.
     pub fn local_online(&self, room: &str) -> Vec<String> {
         let inner = self.lock();
-        let users: HashSet<&String> =
-            inner.rooms.get(room).map(|m| m.values().map(|c| &c.user_id).collect()).unwrap_or_default();
+        let users: HashSet<&String> = inner
+            .rooms
+            .get(room)
+            .map(|m| m.values().map(|c| &c.user_id).collect())
+            .unwrap_or_default();
         let mut users: Vec<String> = users.into_iter().cloned().collect();
         users.sort();
         users
@@ -146,7 +268,9 @@ impl Registry {
     /// Asks every connection of a session to close with `code`; returns how many.
     pub fn close_session(&self, sid: &str, code: u16) -> usize {
         let inner = self.lock();
-        let Some(conns) = inner.sessions.get(sid) else { return 0 };
+        let Some(conns) = inner.sessions.get(sid) else {
+            return 0;
+        };
         for conn in conns.values() {
             conn.kill.send_replace(Some(code));
         }
@@ -169,12 +293,35 @@ impl Registry {
         self.lock().sessions.values().map(HashMap::len).sum()
     }
 
-    fn fan_out(&self, inner: &Inner, room: &str, frame: &ServerFrame, skip_user: Option<&str>) -> usize {
-        let Some(members) = inner.rooms.get(room) else { return 0 };
-        let text: Arc<str> = Arc::from(frame.to_text());
+    fn fan_out(
+        &self,
+        inner: &Inner,
+        room: &str,
+        frame: &ServerFrame,
+        skip_user: Option<&str>,
+    ) -> usize {
+        if !inner.rooms.contains_key(room) {
+            return 0;
+        }
+        self.fan_out_text(inner, room, &Arc::from(frame.to_text()), skip_user)
+    }
+
+    fn fan_out_text(
+        &self,
+        inner: &Inner,
+        room: &str,
+        text: &Arc<str>,
+        skip_user: Option<&str>,
+    ) -> usize {
+        let Some(members) = inner.rooms.get(room) else {
+            return 0;
+        };
         let mut n = 0;
-        for member in members.values().filter(|m| skip_user != Some(m.user_id.as_str())) {
-            member.offer(&text);
+        for member in members
+            .values()
+            .filter(|m| skip_user != Some(m.user_id.as_str()))
+        {
+            member.offer(text);
             n += 1;
         }
         n
@@ -183,7 +330,9 @@ impl Registry {
 
 impl DeliverySink for Registry {
     fn positioned(&self, partition: i32, position: u64) {
-        self.lock().positions.insert(partition, position);
+        let mut inner = self.lock();
+        inner.positions.insert(partition, position);
+        inner.starts.insert(partition, position);
     }
 
     fn deliver(&self, delivered: Delivered) {
@@ -193,9 +342,22 @@ impl DeliverySink for Registry {
             return; // already handed out (a re-read after a consumer reset)
         }
         *position = delivered.position;
+        if let Some(waiters) = inner.waiters.get_mut(&delivered.partition) {
+            for (_, tx) in waiters.extract_if(.., |(p, _)| *p <= delivered.position) {
+                let _ = tx.send(());
+            }
+        }
         let delivered_count = match delivered.event {
-            BusEvent::Typing { room, user_id, username } => {
-                let frame = ServerFrame::Typing { room: room.clone(), user_id: user_id.clone(), username };
+            BusEvent::Typing {
+                room,
+                user_id,
+                username,
+            } => {
+                let frame = ServerFrame::Typing {
+                    room: room.clone(),
+                    user_id: user_id.clone(),
+                    username,
+                };
                 self.fan_out(&inner, &room, &frame, Some(&user_id))
             }
             BusEvent::Presence(p) => {
@@ -210,8 +372,15 @@ impl DeliverySink for Registry {
             }
             event @ BusEvent::Message { .. } => {
                 let room = event.room().to_owned();
-                let Some(message) = event.into_chat_message(delivered.position, &self.epoch) else { return };
-                self.fan_out(&inner, &room, &ServerFrame::Message(message), None)
+                let Some(message) = event.into_chat_message(delivered.position, &self.epoch) else {
+                    return;
+                };
+                let start = inner.starts.get(&delivered.partition).copied().unwrap_or(0);
+                let Some(frame) = inner.recent.admit(message, start) else {
+                    metrics::counter!("onlychat_duplicates_dropped_total").increment(1);
+                    return;
+                };
+                self.fan_out_text(&inner, &room, &frame, None)
             }
         };
         metrics::counter!("onlychat_messages_out_total").increment(delivered_count as u64);
@@ -222,11 +391,34 @@ impl DeliverySink for Registry {
 mod tests {
     use super::*;
 
-    fn conn(id: ConnId, user: &str, queue: usize) -> (ConnHandle, mpsc::Receiver<Arc<str>>, watch::Receiver<Option<u16>>) {
+    fn conn(
+        id: ConnId,
+        user: &str,
+        queue: usize,
+    ) -> (
+        ConnHandle,
+        mpsc::Receiver<Arc<str>>,
+        watch::Receiver<Option<u16>>,
+    ) {
         let (tx, rx) = mpsc::channel(queue);
         let (kill, kill_rx) = watch::channel(None);
-        (ConnHandle { id, user_id: user.into(), sid: format!("s-{user}"), tx, kill }, rx, kill_rx)
+        (
+            ConnHandle {
+                id,
+                user_id: user.into(),
+                sid: format!("s-{user}"),
+                tx,
+                kill,
+            },
+            rx,
+            kill_rx,
+        )
     }
+
+    const LIMITS: RecentLimits = RecentLimits {
+        dedupe_window_ms: 600_000,
+        per_room: 100,
+    };
 
     fn message(room: &str, position: u64) -> Delivered {
         Delivered {
@@ -238,32 +430,32 @@ mod tests {
                 from: "u".into(),
                 from_name: "n".into(),
                 body: "hi".into(),
-                client_id: "c".into(),
-                ts: "t".into(),
+                client_id: format!("c{position}"),
+                ts: "2026-12-04T10:00:00.000Z".into(),
             },
         }
     }
 
     #[test]
     fn join_reports_the_seam_and_later_messages_arrive() {
-        let registry = Registry::new("e".into(), Box::new(|_| 0));
+        let registry = Registry::new("e".into(), Box::new(|_| 0), LIMITS);
         registry.positioned(0, 41);
         let (alice, mut rx, _) = conn(1, "alice", 8);
         registry.attach(&alice);
-        assert_eq!(registry.join("lobby", &alice).position, 41);
+        assert_eq!(registry.join("lobby", &alice, None, None).position, 41);
         registry.deliver(message("lobby", 42));
         registry.deliver(message("other", 43));
         let text = rx.try_recv().expect("one message");
         assert!(text.contains(r#""position":42"#));
         assert!(rx.try_recv().is_err());
-        assert_eq!(registry.join("other", &alice).position, 43);
+        assert_eq!(registry.join("other", &alice, None, None).position, 43);
     }
 
     #[test]
     fn a_full_queue_closes_the_slow_connection_with_4008() {
-        let registry = Registry::new("e".into(), Box::new(|_| 0));
+        let registry = Registry::new("e".into(), Box::new(|_| 0), LIMITS);
         let (slow, _rx, kill) = conn(1, "slow", 1);
-        registry.join("lobby", &slow);
+        registry.join("lobby", &slow, None, None);
         registry.deliver(message("lobby", 1));
         assert_eq!(*kill.borrow(), None);
         registry.deliver(message("lobby", 2));
@@ -272,13 +464,16 @@ mod tests {
 
     #[test]
     fn closing_a_session_reaches_all_its_connections() {
-        let registry = Registry::new("e".into(), Box::new(|_| 0));
+        let registry = Registry::new("e".into(), Box::new(|_| 0), LIMITS);
         let (a, _, kill_a) = conn(1, "alice", 1);
         let (b, _, kill_b) = conn(2, "alice", 1);
         registry.attach(&a);
         registry.attach(&b);
         assert_eq!(registry.close_session("s-alice", 4001), 2);
-        assert_eq!((*kill_a.borrow(), *kill_b.borrow()), (Some(4001), Some(4001)));
+        assert_eq!(
+            (*kill_a.borrow(), *kill_b.borrow()),
+            (Some(4001), Some(4001))
+        );
         registry.detach(&a);
         registry.detach(&b);
         assert_eq!(registry.connection_count(), 0);

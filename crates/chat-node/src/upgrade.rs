@@ -15,7 +15,10 @@ fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> HttpResponse {
 }
 
 fn has_query_token(req: &HttpRequest) -> bool {
-    req.query_string().split('&').filter_map(|pair| pair.split('=').next()).any(|k| k == "token" || k == "access_token")
+    req.query_string()
+        .split('&')
+        .filter_map(|pair| pair.split('=').next())
+        .any(|k| k == "token" || k == "access_token")
 }
 
 fn origin_allowed(node: &Node, req: &HttpRequest) -> bool {
@@ -41,25 +44,49 @@ pub(crate) fn admit(node: &Node, token: &str) -> Result<Claims, (ErrorCode, u16)
     Ok(claims)
 }
 
-pub async fn ws(req: HttpRequest, body: web::Payload, node: web::Data<Node>) -> actix_web::Result<HttpResponse> {
+pub async fn ws(
+    req: HttpRequest,
+    body: web::Payload,
+    node: web::Data<Node>,
+) -> actix_web::Result<HttpResponse> {
     if node.shutdown.is_cancelled() {
-        return Ok(refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "this node is draining"));
+        return Ok(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "this node is draining",
+        ));
     }
     if !origin_allowed(&node, &req) {
-        return Ok(refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "origin not allowed"));
+        return Ok(refuse(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "origin not allowed",
+        ));
     }
     let query_token = has_query_token(&req);
-    let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|h| h.to_str().unwrap_or(""));
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .map(|h| h.to_str().unwrap_or(""));
     let claims = match (query_token, header) {
         (false, Some(value)) => {
             let Some(token) = value.strip_prefix("Bearer ") else {
-                return Ok(refuse(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken, "use Authorization: Bearer <token>"));
+                return Ok(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::InvalidToken,
+                    "use Authorization: Bearer <token>",
+                ));
             };
             match admit(&node, token.trim()) {
                 Ok(claims) => Some(claims),
                 Err((code, _)) => {
-                    metrics::counter!("onlychat_auth_failures_total", "reason" => code.as_str()).increment(1);
-                    return Ok(refuse(StatusCode::UNAUTHORIZED, code, "access token refused"));
+                    metrics::counter!("onlychat_auth_failures_total", "reason" => code.as_str())
+                        .increment(1);
+                    return Ok(refuse(
+                        StatusCode::UNAUTHORIZED,
+                        code,
+                        "access token refused",
+                    ));
                 }
             }
         }
@@ -72,7 +99,11 @@ pub async fn ws(req: HttpRequest, body: web::Payload, node: web::Data<Node>) -> 
         .max_continuation_size(node.settings.max_frame_bytes);
     let node = node.into_inner();
     if query_token {
-        actix_web::rt::spawn(connection::refuse(session, close::POLICY, "tokens in the query string are refused"));
+        actix_web::rt::spawn(connection::refuse(
+            session,
+            close::POLICY,
+            "tokens in the query string are refused",
+        ));
     } else {
         actix_web::rt::spawn(connection::run(node, session, stream, claims));
     }

@@ -13,6 +13,11 @@ pub fn claims(req: &HttpRequest, keys: &JwtKeys) -> Result<Claims, ApiError> {
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized(ErrorCode::InvalidToken, "an Authorization: Bearer token is required"))?;
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                ErrorCode::InvalidToken,
+                "an Authorization: Bearer token is required",
+            )
+        })?;
     Ok(keys.verify(token.trim())?)
 }

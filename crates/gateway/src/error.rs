@@ -20,7 +20,11 @@ const RETRY_AFTER_SECS: &str = "2";
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -33,7 +37,11 @@ impl ApiError {
 
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "dependency unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "a backing service is unavailable; retry shortly")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "a backing service is unavailable; retry shortly",
+        )
     }
 
     pub fn not_found() -> Self {
@@ -65,7 +73,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::not_found(),
-            StoreError::UsernameTaken => Self::new(StatusCode::CONFLICT, ErrorCode::UsernameTaken, "that username is taken"),
+            StoreError::UsernameTaken => Self::new(
+                StatusCode::CONFLICT,
+                ErrorCode::UsernameTaken,
+                "that username is taken",
+            ),
             other => Self::unavailable(&other),
         }
     }
@@ -74,9 +86,10 @@ impl From<StoreError> for ApiError {
 impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         match e {
-            SessionError::InvalidRefreshToken => {
-                Self::unauthorized(ErrorCode::InvalidRefreshToken, "the refresh token is unknown, spent or expired")
-            }
+            SessionError::InvalidRefreshToken => Self::unauthorized(
+                ErrorCode::InvalidRefreshToken,
+                "the refresh token is unknown, spent or expired",
+            ),
             other @ SessionError::Unavailable(_) => Self::unavailable(&other),
         }
     }
@@ -85,8 +98,12 @@ impl From<SessionError> for ApiError {
 impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::Expired => Self::unauthorized(ErrorCode::TokenExpired, "the access token has expired"),
-            TokenError::Invalid => Self::unauthorized(ErrorCode::InvalidToken, "the access token is not valid"),
+            TokenError::Expired => {
+                Self::unauthorized(ErrorCode::TokenExpired, "the access token has expired")
+            }
+            TokenError::Invalid => {
+                Self::unauthorized(ErrorCode::InvalidToken, "the access token is not valid")
+            }
         }
     }
 }
@@ -95,9 +112,15 @@ impl From<TokenError> for ApiError {
 pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     match err {
-        E::Overflow { .. } | E::OverflowKnownLength { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, "the body is too large").into()
-        }
-        other => ApiError::bad_request(format!("the body is not valid JSON for this request: {other}")).into(),
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            "the body is too large",
+        )
+        .into(),
+        other => ApiError::bad_request(format!(
+            "the body is not valid JSON for this request: {other}"
+        ))
+        .into(),
     }
 }

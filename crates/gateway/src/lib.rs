@@ -1,5 +1,5 @@
 //! The HTTP API of PROTOCOL.md section 2: accounts and tokens (`routes/auth.rs`), users
-//! (`routes/users.rs`). Every error is an [`ApiError`] with the shared JSON body.
+//! (`routes/users.rs`), room history (`routes/rooms.rs`). Every error is an [`ApiError`] with the shared JSON body.
 #![forbid(unsafe_code)]
 
 mod bearer;
@@ -26,15 +26,27 @@ pub struct Gateway {
     pub keys: JwtKeys,
     /// Refresh-token lifetime, reported as `refresh_expires_in`.
     pub refresh_ttl: Duration,
+    /// The message log's epoch, which history pages are read from and report.
+    pub epoch: String,
 }
 
 impl Gateway {
     /// Mounts the API on an actix app.
     pub fn configure(self: &Arc<Self>, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::from(self.clone()))
-            .app_data(web::JsonConfig::default().limit(MAX_JSON_BYTES).error_handler(error::json_error))
-            .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
-            .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(e.to_string()).into()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_JSON_BYTES)
+                    .error_handler(error::json_error),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
+            )
             .configure(routes::configure);
     }
 

@@ -14,25 +14,36 @@ use onlychat_store::Store;
 use rand::RngCore;
 
 use crate::ConfigError;
-use crate::config::{Command, GatewayArgs, NodeArgs, ServeArgs, SocketArgs, StandaloneArgs, TokenArgs, UserCommand};
+use crate::config::{
+    Command, GatewayArgs, HistoryArgs, KafkaArgs, NodeArgs, ServeArgs, SocketArgs, StandaloneArgs,
+    TokenArgs, UserCommand, WriterArgs,
+};
+use crate::history::{self, StoreJournal};
 use crate::serve::{self, Parts};
 
 const GATEWAY_LISTEN: &str = "127.0.0.1:8080";
 const NODE_LISTEN: &str = "127.0.0.1:8081";
+const HISTORY_LISTEN: &str = "127.0.0.1:8082";
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Standalone(args) => standalone(args).await,
         Command::Gateway(args) => gateway(args).await,
         Command::Node(args) => node(args).await,
+        Command::History(args) => history_only(args).await,
         Command::Migrate(args) => {
             connect_store(&args.database_url).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::User { command: UserCommand::Promote { name, db } } => {
+        Command::User {
+            command: UserCommand::Promote { name, db },
+        } => {
             let store = connect_store(&db.url()).await?;
-            store.grant_role(&name, "admin").await.with_context(|| format!("cannot promote {name}"))?;
+            store
+                .grant_role(&name, "admin")
+                .await
+                .with_context(|| format!("cannot promote {name}"))?;
             println!("{name} is now an admin (effective at their next login or refresh)");
             Ok(())
         }
@@ -50,12 +61,19 @@ fn node_id(serve: &ServeArgs) -> String {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "onlychat".into());
-        format!("{host}-{}-{:04x}", std::process::id(), rand::rng().next_u32() & 0xffff)
+        format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::rng().next_u32() & 0xffff
+        )
     })
 }
 
 fn ttls(tokens: &TokenArgs) -> SessionTtls {
-    SessionTtls { access: tokens.access_ttl, refresh: tokens.refresh_ttl }
+    SessionTtls {
+        access: tokens.access_ttl,
+        refresh: tokens.refresh_ttl,
+    }
 }
 
 fn keys(tokens: &TokenArgs, secret: &[u8]) -> anyhow::Result<JwtKeys> {
@@ -71,8 +89,13 @@ fn keys(tokens: &TokenArgs, secret: &[u8]) -> anyhow::Result<JwtKeys> {
             tokens.session_policy
         )));
     }
-    JwtKeys::hs256(secret, &tokens.jwt_issuer, &tokens.jwt_audience, tokens.access_ttl)
-        .map_err(|e| config_error(format!("--jwt-secret (ONLYCHAT_JWT_SECRET): {e}")))
+    JwtKeys::hs256(
+        secret,
+        &tokens.jwt_issuer,
+        &tokens.jwt_audience,
+        tokens.access_ttl,
+    )
+    .map_err(|e| config_error(format!("--jwt-secret (ONLYCHAT_JWT_SECRET): {e}")))
 }
 
 fn required_secret(tokens: &TokenArgs) -> anyhow::Result<Vec<u8>> {
@@ -80,12 +103,19 @@ fn required_secret(tokens: &TokenArgs) -> anyhow::Result<Vec<u8>> {
         .jwt_secret
         .clone()
         .map(String::into_bytes)
-        .ok_or_else(|| config_error("--jwt-secret (ONLYCHAT_JWT_SECRET) is required (at least 32 bytes)"))
+        .ok_or_else(|| {
+            config_error("--jwt-secret (ONLYCHAT_JWT_SECRET) is required (at least 32 bytes)")
+        })
 }
 
 async fn connect_store(url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(url).await.context("cannot connect to the database")?;
-    store.migrate().await.context("cannot apply database migrations")?;
+    let store = Store::connect(url)
+        .await
+        .context("cannot connect to the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot apply database migrations")?;
     Ok(store)
 }
 
@@ -97,7 +127,15 @@ fn node_settings(serve: &ServeArgs, socket: &SocketArgs) -> NodeSettings {
         max_frame_bytes: usize::try_from(socket.max_frame_bytes).unwrap_or(65_536),
         max_rooms_per_connection: socket.max_rooms,
         outbound_queue: usize::try_from(socket.outbound_queue).unwrap_or(1024),
-        allowed_origins: socket.allowed_origins.iter().filter(|o| !o.is_empty()).cloned().collect(),
+        allowed_origins: socket
+            .allowed_origins
+            .iter()
+            .filter(|o| !o.is_empty())
+            .cloned()
+            .collect(),
+        dedupe_window: socket.delivery.dedupe_window,
+        replay_per_room: socket.delivery.replay_buffer,
+        replay_max: socket.delivery.replay_max,
         ..NodeSettings::default()
     }
 }
@@ -119,6 +157,17 @@ fn standalone_secret(data_dir: &Path, tokens: &TokenArgs) -> anyhow::Result<Vec<
     Ok(secret.into_bytes())
 }
 
+/// The epoch of standalone's log, kept in the data dir beside the database.
+fn standalone_epoch(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("log-epoch");
+    if let Ok(epoch) = std::fs::read_to_string(&path) {
+        return Ok(epoch.trim().to_owned());
+    }
+    let epoch = format!("standalone-{}", uuid::Uuid::now_v7());
+    std::fs::write(&path, &epoch).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(epoch)
+}
+
 fn restrict_permissions(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -126,65 +175,176 @@ fn restrict_permissions(path: &Path) -> anyhow::Result<()> {
 }
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data.data_dir)
-        .with_context(|| format!("cannot create the data dir {}", args.data.data_dir.display()))?;
-    let keys = keys(&args.tokens, &standalone_secret(&args.data.data_dir, &args.tokens)?)?;
+    std::fs::create_dir_all(&args.data.data_dir).with_context(|| {
+        format!(
+            "cannot create the data dir {}",
+            args.data.data_dir.display()
+        )
+    })?;
+    let keys = keys(
+        &args.tokens,
+        &standalone_secret(&args.data.data_dir, &args.tokens)?,
+    )?;
     let store = connect_store(&args.data.url()).await?;
     let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessions::new(ttls(&args.tokens)));
-    // The in-memory log starts empty at each start: a new epoch tells resuming clients so.
-    let epoch = format!("standalone-{}", uuid::Uuid::now_v7());
-    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(0, &epoch));
-    let gateway = Arc::new(Gateway { store, sessions: sessions.clone(), keys: keys.clone(), refresh_ttl: args.tokens.refresh_ttl });
-    let deps = NodeDeps { bus, sessions, keys, presence: Presence::Local };
+    // The in-process log is journaled in the database, so positions and the epoch survive
+    // restarts; a new data dir (a new log) gets a new epoch.
+    let epoch = standalone_epoch(&args.data.data_dir)?;
+    let last = store
+        .last_position(&epoch)
+        .await
+        .context("cannot read the message log")?;
+    let journal = StoreJournal {
+        store: store.clone(),
+        epoch: epoch.clone(),
+        window: args.socket.delivery.dedupe_window,
+    };
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::journaled(last, &epoch, Arc::new(journal)));
+    let gateway = Arc::new(Gateway {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        keys: keys.clone(),
+        refresh_ttl: args.tokens.refresh_ttl,
+        epoch,
+    });
+    let deps = NodeDeps {
+        bus,
+        sessions,
+        keys,
+        presence: Presence::Local,
+        history: Some(store),
+    };
     let node = Node::start(node_settings(&args.serve, &args.socket), deps).await?;
     let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
     tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
-    serve::run(listen, Parts { gateway: Some(gateway), node: Some(node) }, args.serve.shutdown_timeout).await
+    serve::run(
+        listen,
+        Parts {
+            gateway: Some(gateway),
+            node: Some(node),
+        },
+        args.serve.shutdown_timeout,
+    )
+    .await
 }
 
-async fn redis_sessions(args: &crate::config::RedisArgs, tokens: &TokenArgs) -> anyhow::Result<Arc<RedisSessions>> {
+async fn redis_sessions(
+    args: &crate::config::RedisArgs,
+    tokens: &TokenArgs,
+) -> anyhow::Result<Arc<RedisSessions>> {
     RedisSessions::connect(&args.redis_url, &args.redis_key_prefix, ttls(tokens))
         .await
         .with_context(|| "cannot connect to Redis (--redis-url)")
 }
 
+async fn kafka(args: &KafkaArgs, node_id: String) -> anyhow::Result<Arc<KafkaBus>> {
+    let bus = KafkaBus::connect(KafkaSettings {
+        brokers: args.kafka_brokers.clone(),
+        topic: args.kafka_topic.clone(),
+        partitions: args.kafka_partitions,
+        produce_timeout: args.kafka_produce_timeout,
+        node_id,
+    })
+    .await
+    .context("cannot set up Kafka (--kafka-brokers)")?;
+    Ok(Arc::new(bus))
+}
+
+/// Starts the history writer in the background.
+fn spawn_history_writer(
+    bus: Arc<KafkaBus>,
+    store: Store,
+    writer: &WriterArgs,
+) -> anyhow::Result<()> {
+    let reader = bus
+        .group_reader(&writer.history_group)
+        .context("cannot join the history consumer group")?;
+    let batch = usize::try_from(writer.history_batch).unwrap_or(500);
+    tokio::spawn(history::run(
+        bus,
+        reader,
+        store,
+        batch,
+        writer.dedupe_window,
+    ));
+    Ok(())
+}
+
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    if args.history_writer != "off" {
-        return Err(config_error(
-            "--history-writer (ONLYCHAT_HISTORY_WRITER): the history writer is not built yet; use off",
-        ));
-    }
     let keys = keys(&args.tokens, &required_secret(&args.tokens)?)?;
     let store = connect_store(&args.database_url).await?;
     let sessions = redis_sessions(&args.redis, &args.tokens).await?;
-    let gateway = Arc::new(Gateway { store, sessions, keys, refresh_ttl: args.tokens.refresh_ttl });
+    let bus = kafka(&args.kafka, node_id(&args.serve)).await?;
+    if args.history_writer == "embedded" {
+        spawn_history_writer(bus.clone(), store.clone(), &args.writer)?;
+    }
+    let epoch = bus.epoch().to_owned();
+    let gateway = Arc::new(Gateway {
+        store,
+        sessions,
+        keys,
+        refresh_ttl: args.tokens.refresh_ttl,
+        epoch,
+    });
     let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
-    serve::run(listen, Parts { gateway: Some(gateway), node: None }, args.serve.shutdown_timeout).await
+    serve::run(
+        listen,
+        Parts {
+            gateway: Some(gateway),
+            node: None,
+        },
+        args.serve.shutdown_timeout,
+    )
+    .await
+}
+
+async fn history_only(args: HistoryArgs) -> anyhow::Result<()> {
+    let store = connect_store(&args.database_url).await?;
+    let bus = kafka(&args.kafka, node_id(&args.serve)).await?;
+    spawn_history_writer(bus, store, &args.writer)?;
+    let listen = args.serve.listen.as_deref().unwrap_or(HISTORY_LISTEN);
+    serve::run(listen, Parts::default(), args.serve.shutdown_timeout).await
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let keys = keys(&args.tokens, &required_secret(&args.tokens)?)?;
     let settings = node_settings(&args.serve, &args.socket);
     let sessions = redis_sessions(&args.redis, &args.tokens).await?;
-    let bus = KafkaBus::connect(KafkaSettings {
-        brokers: args.kafka.kafka_brokers.clone(),
-        topic: args.kafka.kafka_topic.clone(),
-        partitions: args.kafka.kafka_partitions,
-        produce_timeout: args.kafka.kafka_produce_timeout,
-        node_id: settings.node_id.clone(),
-    })
-    .await
-    .context("cannot set up Kafka (--kafka-brokers)")?;
+    let bus = kafka(&args.kafka, settings.node_id.clone()).await?;
+    let history = match &args.database_url {
+        Some(url) => Some(
+            Store::connect(url)
+                .await
+                .context("cannot connect to the history database (--database-url)")?,
+        ),
+        None => None,
+    };
     let redis = redis::Client::open(args.redis.redis_url.as_str()).context("--redis-url")?;
     let presence = Presence::Redis {
-        conn: redis::aio::ConnectionManager::new(redis).await.context("cannot connect to Redis (--redis-url)")?,
+        conn: redis::aio::ConnectionManager::new(redis)
+            .await
+            .context("cannot connect to Redis (--redis-url)")?,
         prefix: args.redis.redis_key_prefix.clone(),
         node_id: settings.node_id.clone(),
         ttl: settings.heartbeat * 3,
     };
     tracing::info!(node_id = %settings.node_id, partitions = bus.partitions(), "chat node starting");
-    let deps = NodeDeps { bus: Arc::new(bus), sessions, keys, presence };
+    let deps = NodeDeps {
+        bus,
+        sessions,
+        keys,
+        presence,
+        history,
+    };
     let node = Node::start(settings, deps).await?;
     let listen = args.serve.listen.as_deref().unwrap_or(NODE_LISTEN);
-    serve::run(listen, Parts { gateway: None, node: Some(node) }, args.serve.shutdown_timeout).await
+    serve::run(
+        listen,
+        Parts {
+            gateway: None,
+            node: Some(node),
+        },
+        args.serve.shutdown_timeout,
+    )
+    .await
 }

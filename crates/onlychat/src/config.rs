@@ -11,7 +11,11 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "onlychat", version, about = "A horizontally scalable WebSocket chat server")]
+#[command(
+    name = "onlychat",
+    version,
+    about = "A horizontally scalable WebSocket chat server"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -21,10 +25,12 @@ pub struct Cli {
 pub enum Command {
     /// Gateway and chat node in one process, no outside services (SQLite, in-memory bus and sessions).
     Standalone(StandaloneArgs),
-    /// The HTTP API (auth, users). Needs PostgreSQL and Redis.
+    /// The HTTP API (auth, users, history) and the embedded history writer. Needs PostgreSQL, Redis, Kafka.
     Gateway(GatewayArgs),
-    /// A WebSocket chat node (/ws). Needs Redis and Kafka.
+    /// A WebSocket chat node (/ws). Needs Redis and Kafka (PostgreSQL optional, for old replays).
     Node(NodeArgs),
+    /// The history writer alone: Kafka consumer group -> PostgreSQL.
+    History(HistoryArgs),
     /// Applies database migrations, then exits.
     Migrate(MigrateArgs),
     /// User administration.
@@ -92,7 +98,11 @@ pub struct RedisArgs {
 pub struct KafkaArgs {
     #[arg(long, env = "ONLYCHAT_KAFKA_BROKERS")]
     pub kafka_brokers: String,
-    #[arg(long, env = "ONLYCHAT_KAFKA_TOPIC", default_value = "onlychat.messages")]
+    #[arg(
+        long,
+        env = "ONLYCHAT_KAFKA_TOPIC",
+        default_value = "onlychat.messages"
+    )]
     pub kafka_topic: String,
     /// Partitions when the topic is created.
     #[arg(long, env = "ONLYCHAT_KAFKA_PARTITIONS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=10_000))]
@@ -119,8 +129,29 @@ pub struct SocketArgs {
     #[arg(long, env = "ONLYCHAT_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..))]
     pub outbound_queue: u64,
     /// Allowed WebSocket Origins and CORS origins, comma separated; empty allows any.
-    #[arg(long, env = "ONLYCHAT_ALLOWED_ORIGINS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "ONLYCHAT_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub allowed_origins: Vec<String>,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+}
+
+/// Exactly-once delivery and resume.
+#[derive(Debug, Args)]
+pub struct DeliveryArgs {
+    /// A resend with the same client_id (same user and room) within this window is delivered once.
+    #[arg(long, env = "ONLYCHAT_DEDUPE_WINDOW", default_value = "10m", value_parser = duration)]
+    pub dedupe_window: Duration,
+    /// Recent messages each node keeps per room for `join` with `since`.
+    #[arg(long, env = "ONLYCHAT_REPLAY_BUFFER", default_value_t = 1000)]
+    pub replay_buffer: usize,
+    /// Most messages one replay sends; a longer gap gets `recovered: false` and the latest page.
+    #[arg(long, env = "ONLYCHAT_REPLAY_MAX", default_value_t = 10_000)]
+    pub replay_max: u32,
 }
 
 /// Where durable data lives.
@@ -137,7 +168,9 @@ pub struct DataArgs {
 impl DataArgs {
     /// The database URL, defaulting to SQLite in the data dir.
     pub fn url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("onlychat.db").display()))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("onlychat.db").display()))
     }
 }
 
@@ -163,9 +196,43 @@ pub struct GatewayArgs {
     pub redis: RedisArgs,
     #[arg(long, env = "ONLYCHAT_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// Message-history writer; history arrives with the delivery issue, so only `off` for now.
-    #[arg(long, env = "ONLYCHAT_HISTORY_WRITER", default_value = "off")]
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// `embedded` runs the history writer in this process; `off` leaves it to `onlychat history`.
+    #[arg(long, env = "ONLYCHAT_HISTORY_WRITER", default_value = "embedded", value_parser = ["embedded", "off"])]
     pub history_writer: String,
+    #[command(flatten)]
+    pub writer: WriterArgs,
+}
+
+/// The history writer's consumer group and batching.
+#[derive(Debug, Args)]
+pub struct WriterArgs {
+    /// Kafka consumer group of the history writers.
+    #[arg(
+        long,
+        env = "ONLYCHAT_HISTORY_GROUP",
+        default_value = "onlychat-history"
+    )]
+    pub history_group: String,
+    /// Messages per database transaction, at most.
+    #[arg(long, env = "ONLYCHAT_HISTORY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub history_batch: u64,
+    /// Same window as the nodes' (a resend within it is stored once).
+    #[arg(long, env = "ONLYCHAT_DEDUPE_WINDOW", default_value = "10m", value_parser = duration)]
+    pub dedupe_window: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[arg(long, env = "ONLYCHAT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub writer: WriterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +247,9 @@ pub struct NodeArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub socket: SocketArgs,
+    /// PostgreSQL with the message history, for replays older than the node's buffer (optional).
+    #[arg(long, env = "ONLYCHAT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -47,7 +47,9 @@ async fn readyz(parts: web::Data<Parts>) -> HttpResponse {
 }
 
 async fn metrics() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(telemetry::render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(telemetry::render())
 }
 
 async fn not_found() -> HttpResponse {
@@ -81,7 +83,10 @@ pub async fn run(listen: &str, parts: Parts, shutdown_timeout: Duration) -> anyh
     let handle = server.handle();
     tracing::info!(addresses = ?addrs, "listening");
     // Tests and tools read this line to learn the port when listening on :0.
-    eprintln!("onlychat listening on {}", addrs.first().map(ToString::to_string).unwrap_or_default());
+    eprintln!(
+        "onlychat listening on {}",
+        addrs.first().map(ToString::to_string).unwrap_or_default()
+    );
     let serving = tokio::spawn(server);
     wait_for_signal().await;
     tracing::info!("signal received; draining");
@@ -107,7 +112,10 @@ pub async fn run(listen: &str, parts: Parts, shutdown_timeout: Duration) -> anyh
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the process can only be killed; keep serving.
         return std::future::pending().await;
     };

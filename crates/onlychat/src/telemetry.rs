@@ -13,10 +13,13 @@ pub struct Telemetry;
 
 /// Installs the log subscriber and the metrics recorder.
 pub fn init() -> Telemetry {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,librdkafka=warn,rdkafka=warn,actix_server=warn,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,librdkafka=warn,rdkafka=warn,actix_server=warn,sqlx=warn")
+    });
     let json = std::env::var("ONLYCHAT_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
@@ -48,5 +51,9 @@ pub fn spawn_upkeep() {
 
 /// The Prometheus text exposition of every metric.
 pub fn render() -> String {
-    PROMETHEUS.get().and_then(Option::as_ref).map(PrometheusHandle::render).unwrap_or_default()
+    PROMETHEUS
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
 }

@@ -59,7 +59,13 @@ pub struct FrameError {
 
 impl FrameError {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), r#ref: None, room: None, client_id: None }
+        Self {
+            code,
+            message: message.into(),
+            r#ref: None,
+            room: None,
+            client_id: None,
+        }
     }
 }
 
@@ -72,13 +78,19 @@ pub fn parse_client_frame(text: &str) -> Result<Inbound, FrameError> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| FrameError::new(ErrorCode::BadFrame, format!("frame is not JSON: {e}")))?;
     if !value.is_object() {
-        return Err(FrameError::new(ErrorCode::BadFrame, "frame must be a JSON object"));
+        return Err(FrameError::new(
+            ErrorCode::BadFrame,
+            "frame must be a JSON object",
+        ));
     }
     let r#ref = match value.get("ref") {
         None | Some(Value::Null) => None,
         Some(Value::String(r)) if validate::client_id_ok(r) => Some(r.clone()),
         Some(_) => {
-            return Err(FrameError::new(ErrorCode::BadFrame, "`ref` must be a string of 1-64 characters"));
+            return Err(FrameError::new(
+                ErrorCode::BadFrame,
+                "`ref` must be a string of 1-64 characters",
+            ));
         }
     };
     let echo = |mut err: FrameError| {
@@ -89,14 +101,31 @@ pub fn parse_client_frame(text: &str) -> Result<Inbound, FrameError> {
     };
     let kind = match value.get("type") {
         Some(Value::String(kind)) => kind.as_str(),
-        Some(_) => return Err(echo(FrameError::new(ErrorCode::BadFrame, "`type` must be a string"))),
-        None => return Err(echo(FrameError::new(ErrorCode::BadFrame, "frame has no `type`"))),
+        Some(_) => {
+            return Err(echo(FrameError::new(
+                ErrorCode::BadFrame,
+                "`type` must be a string",
+            )));
+        }
+        None => {
+            return Err(echo(FrameError::new(
+                ErrorCode::BadFrame,
+                "frame has no `type`",
+            )));
+        }
     };
     if !KNOWN_TYPES.contains(&kind) {
-        return Err(echo(FrameError::new(ErrorCode::BadFrame, format!("unknown frame type `{kind}`"))));
+        return Err(echo(FrameError::new(
+            ErrorCode::BadFrame,
+            format!("unknown frame type `{kind}`"),
+        )));
     }
-    let frame: ClientFrame = serde_json::from_value(value.clone())
-        .map_err(|e| echo(FrameError::new(ErrorCode::BadFrame, format!("bad `{kind}` frame: {e}"))))?;
+    let frame: ClientFrame = serde_json::from_value(value.clone()).map_err(|e| {
+        echo(FrameError::new(
+            ErrorCode::BadFrame,
+            format!("bad `{kind}` frame: {e}"),
+        ))
+    })?;
     validate_frame(&frame).map_err(echo)?;
     Ok(Inbound { r#ref, frame })
 }
@@ -112,9 +141,15 @@ fn validate_frame(frame: &ClientFrame) -> Result<(), FrameError> {
     if let Some(room) = room
         && !validate::room_name_ok(room)
     {
-        return Err(FrameError::new(ErrorCode::InvalidRoom, "room names are 1-64 of a-z 0-9 _ . -"));
+        return Err(FrameError::new(
+            ErrorCode::InvalidRoom,
+            "room names are 1-64 of a-z 0-9 _ . -",
+        ));
     }
-    if let ClientFrame::Send { body, client_id, .. } = frame {
+    if let ClientFrame::Send {
+        body, client_id, ..
+    } = frame
+    {
         if !validate::body_ok(body) {
             return Err(FrameError::new(
                 ErrorCode::InvalidBody,
@@ -122,7 +157,10 @@ fn validate_frame(frame: &ClientFrame) -> Result<(), FrameError> {
             ));
         }
         if !validate::client_id_ok(client_id) {
-            return Err(FrameError::new(ErrorCode::BadFrame, "client_id must be 1-64 characters"));
+            return Err(FrameError::new(
+                ErrorCode::BadFrame,
+                "client_id must be 1-64 characters",
+            ));
         }
     }
     Ok(())
@@ -133,18 +171,25 @@ mod tests {
     use super::*;
 
     fn code_of(text: &str) -> ErrorCode {
-        parse_client_frame(text).expect_err("frame should be refused").code
+        parse_client_frame(text)
+            .expect_err("frame should be refused")
+            .code
     }
 
     #[test]
     fn a_send_frame_parses_with_its_ref() {
-        let inbound =
-            parse_client_frame(r#"{"type":"send","room":"lobby","body":"hi","client_id":"c1","ref":"r1"}"#)
-                .expect("valid");
+        let inbound = parse_client_frame(
+            r#"{"type":"send","room":"lobby","body":"hi","client_id":"c1","ref":"r1"}"#,
+        )
+        .expect("valid");
         assert_eq!(inbound.r#ref.as_deref(), Some("r1"));
         assert_eq!(
             inbound.frame,
-            ClientFrame::Send { room: "lobby".into(), body: "hi".into(), client_id: "c1".into() }
+            ClientFrame::Send {
+                room: "lobby".into(),
+                body: "hi".into(),
+                client_id: "c1".into()
+            }
         );
     }
 
@@ -156,8 +201,14 @@ mod tests {
         assert_eq!(code_of(r#"{"type":"dance"}"#), ErrorCode::BadFrame);
         assert_eq!(code_of(r#"{"type":"join"}"#), ErrorCode::BadFrame);
         assert_eq!(code_of(r#"{"type":"join","room":5}"#), ErrorCode::BadFrame);
-        assert_eq!(code_of(r#"{"type":"join","room":"Bad Room"}"#), ErrorCode::InvalidRoom);
-        assert_eq!(code_of(r#"{"type":"send","room":"a","body":"","client_id":"c"}"#), ErrorCode::InvalidBody);
+        assert_eq!(
+            code_of(r#"{"type":"join","room":"Bad Room"}"#),
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(
+            code_of(r#"{"type":"send","room":"a","body":"","client_id":"c"}"#),
+            ErrorCode::InvalidBody
+        );
         let long = "x".repeat(4097);
         let frame = format!(r#"{{"type":"send","room":"a","body":"{long}","client_id":"c"}}"#);
         assert_eq!(code_of(&frame), ErrorCode::InvalidBody);
@@ -165,8 +216,10 @@ mod tests {
 
     #[test]
     fn errors_echo_ref_room_and_client_id() {
-        let err = parse_client_frame(r#"{"type":"send","room":"a","body":"","client_id":"c9","ref":"r7"}"#)
-            .expect_err("empty body");
+        let err = parse_client_frame(
+            r#"{"type":"send","room":"a","body":"","client_id":"c9","ref":"r7"}"#,
+        )
+        .expect_err("empty body");
         assert_eq!(err.r#ref.as_deref(), Some("r7"));
         assert_eq!(err.room.as_deref(), Some("a"));
         assert_eq!(err.client_id.as_deref(), Some("c9"));

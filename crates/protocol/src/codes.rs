@@ -87,7 +87,11 @@ mod tests {
 
     #[test]
     fn error_codes_serialize_as_their_wire_names() {
-        for code in [ErrorCode::BadFrame, ErrorCode::InvalidRefreshToken, ErrorCode::TooManyRooms] {
+        for code in [
+            ErrorCode::BadFrame,
+            ErrorCode::InvalidRefreshToken,
+            ErrorCode::TooManyRooms,
+        ] {
             let json = serde_json::to_string(&code).expect("serializes");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
@@ -106,6 +110,9 @@ mod body_tests {
     #[test]
     fn the_error_body_has_a_pinned_shape() {
         let body = error_body(ErrorCode::InvalidToken, "nope");
-        assert_eq!(body.to_string(), r#"{"error":{"code":"invalid_token","message":"nope"}}"#);
+        assert_eq!(
+            body.to_string(),
+            r#"{"error":{"code":"invalid_token","message":"nope"}}"#
+        );
     }
 }

@@ -63,7 +63,15 @@ impl BusEvent {
     /// Turns a bus message into the frame payload clients see, once its position is known.
     pub fn into_chat_message(self, position: u64, epoch: &str) -> Option<ChatMessage> {
         match self {
-            Self::Message { id, room, from, from_name, body, client_id, ts } => Some(ChatMessage {
+            Self::Message {
+                id,
+                room,
+                from,
+                from_name,
+                body,
+                client_id,
+                ts,
+            } => Some(ChatMessage {
                 room,
                 id,
                 position,
@@ -85,7 +93,11 @@ mod tests {
 
     #[test]
     fn bus_events_round_trip_through_json() {
-        let event = BusEvent::Typing { room: "r".into(), user_id: "u".into(), username: "n".into() };
+        let event = BusEvent::Typing {
+            room: "r".into(),
+            user_id: "u".into(),
+            username: "n".into(),
+        };
         let text = serde_json::to_string(&event).expect("serializes");
         assert!(text.contains(r#""kind":"typing""#));
         let back: BusEvent = serde_json::from_str(&text).expect("parses");

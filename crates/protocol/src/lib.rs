@@ -18,3 +18,8 @@ pub use server::ServerFrame;
 pub fn rfc3339(ts: chrono::DateTime<chrono::Utc>) -> String {
     ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// Parses a frame timestamp (RFC 3339) into unix milliseconds; 0 if it is not one.
+pub fn ts_ms(ts: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(ts).map_or(0, |t| t.timestamp_millis())
+}

@@ -86,7 +86,8 @@ impl ServerFrame {
     pub fn to_text(&self) -> String {
         // Serializing these plain structs cannot fail: every key is a string and no value is a
         // map with non-string keys or a failing Serialize impl.
-        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"type":"error","code":"internal"}"#))
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| String::from(r#"{"type":"error","code":"internal"}"#))
     }
 
     /// An `error` frame answering a refused client frame.
@@ -107,9 +108,16 @@ mod tests {
 
     #[test]
     fn frames_carry_their_type_and_ref() {
-        let text = ServerFrame::Pong { r#ref: Some("r1".into()) }.to_text();
+        let text = ServerFrame::Pong {
+            r#ref: Some("r1".into()),
+        }
+        .to_text();
         assert_eq!(text, r#"{"type":"pong","ref":"r1"}"#);
-        let text = ServerFrame::Left { r#ref: None, room: "lobby".into() }.to_text();
+        let text = ServerFrame::Left {
+            r#ref: None,
+            room: "lobby".into(),
+        }
+        .to_text();
         assert_eq!(text, r#"{"type":"left","room":"lobby"}"#);
     }
 
@@ -126,7 +134,8 @@ mod tests {
             ts: "2026-01-01T00:00:00.000Z".into(),
             client_id: "c1".into(),
         };
-        let value: serde_json::Value = serde_json::from_str(&ServerFrame::Message(msg).to_text()).expect("json");
+        let value: serde_json::Value =
+            serde_json::from_str(&ServerFrame::Message(msg).to_text()).expect("json");
         assert_eq!(value["type"], "message");
         assert_eq!(value["position"], 7);
         assert_eq!(value["from_name"], "alice");

@@ -1,7 +1,8 @@
-//! Durable state: user accounts on PostgreSQL (cluster) or SQLite (standalone), with embedded
+//! Durable state: user accounts and message history (`history.rs`) on PostgreSQL (cluster) or SQLite (standalone), with embedded
 //! migrations. Plain `query`/`query_as` keep the build free of a live database.
 #![forbid(unsafe_code)]
 
+mod history;
 mod users;
 
 use std::str::FromStr;
@@ -9,6 +10,7 @@ use std::str::FromStr;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use history::{LoggedMessage, Page};
 pub use users::User;
 
 /// Store failures.
@@ -48,10 +50,15 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(std::time::Duration::from_secs(5));
-            let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
             Ok(Self::Sqlite(pool))
         } else {
-            Err(StoreError::BadUrl(url.split(':').next().unwrap_or_default().to_owned()))
+            Err(StoreError::BadUrl(
+                url.split(':').next().unwrap_or_default().to_owned(),
+            ))
         }
     }
 

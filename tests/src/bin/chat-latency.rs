@@ -17,7 +17,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let messages = args.first().copied().unwrap_or(5000);
     let receivers = args.get(1).copied().unwrap_or(4);
     let rate = args.get(2).copied().unwrap_or(0);
@@ -52,14 +55,16 @@ async fn main() {
         .collect();
     let mut sent = HashMap::new();
     let mut acks = 0;
-    let mut pace = (rate > 0).then(|| tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate as f64)));
+    let mut pace = (rate > 0)
+        .then(|| tokio::time::interval(std::time::Duration::from_secs_f64(1.0 / rate as f64)));
     for i in 0..messages {
         if let Some(pace) = pace.as_mut() {
             pace.tick().await;
         }
         let id = format!("m{i}");
         sent.insert(id.clone(), Instant::now());
-        tx.send(json!({"type": "send", "room": "bench", "body": "x".repeat(64), "client_id": id})).await;
+        tx.send(json!({"type": "send", "room": "bench", "body": "x".repeat(64), "client_id": id}))
+            .await;
     }
     while acks < messages {
         if tx.recv().await["type"] == "ack" {

@@ -1,16 +1,21 @@
 //! What each client frame does once a socket is authenticated. Replies go through the
-//! connection's own outbound queue, the same path as fan-out, so one writer owns the socket.
+//! connection's own outbound queue, the same path as fan-out, so one writer owns the socket;
+//! only `joined` and its replay bypass it (`direct`), so they precede the live messages that
+//! queue up behind the seam while the replay is being read.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use onlychat_auth::Claims;
-use onlychat_protocol::{BusEvent, ClientFrame, ErrorCode, PresenceEvent, ServerFrame, parse_client_frame, rfc3339};
 use onlychat_protocol::server::PresenceKind;
+use onlychat_protocol::{
+    BusEvent, ClientFrame, ErrorCode, PresenceEvent, ServerFrame, parse_client_frame, rfc3339,
+};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::Node;
+use crate::recent::Original;
 use crate::registry::ConnHandle;
 
 /// The state of one authenticated connection.
@@ -20,20 +25,42 @@ pub(crate) struct Conn {
     claims: Claims,
     rooms: HashSet<String>,
     in_flight: Arc<Semaphore>,
+    /// Frames the socket writer sends before anything queued (a join's `joined` and replay).
+    pub(crate) direct: Vec<Arc<str>>,
 }
 
-fn error(code: ErrorCode, message: &str, r#ref: Option<String>, room: Option<String>) -> ServerFrame {
-    ServerFrame::Error { code, message: message.to_owned(), r#ref, room, client_id: None }
+fn error(
+    code: ErrorCode,
+    message: &str,
+    r#ref: Option<String>,
+    room: Option<String>,
+) -> ServerFrame {
+    ServerFrame::Error {
+        code,
+        message: message.to_owned(),
+        r#ref,
+        room,
+        client_id: None,
+    }
 }
 
 fn expires_at_text(exp: i64) -> String {
-    chrono::DateTime::from_timestamp(exp, 0).map(rfc3339).unwrap_or_default()
+    chrono::DateTime::from_timestamp(exp, 0)
+        .map(rfc3339)
+        .unwrap_or_default()
 }
 
 impl Conn {
     pub(crate) fn new(node: Arc<Node>, handle: ConnHandle, claims: Claims) -> Self {
         let in_flight = Arc::new(Semaphore::new(node.settings.max_in_flight_sends));
-        Self { node, handle, claims, rooms: HashSet::new(), in_flight }
+        Self {
+            node,
+            handle,
+            claims,
+            rooms: HashSet::new(),
+            in_flight,
+            direct: Vec::new(),
+        }
     }
 
     pub(crate) fn welcome(&self) -> ServerFrame {
@@ -67,33 +94,67 @@ impl Conn {
         let r#ref = inbound.r#ref;
         match inbound.frame {
             ClientFrame::Auth { .. } => {
-                self.reply(error(ErrorCode::BadFrame, "this socket is already authenticated", r#ref, None));
+                self.reply(error(
+                    ErrorCode::BadFrame,
+                    "this socket is already authenticated",
+                    r#ref,
+                    None,
+                ));
             }
             ClientFrame::Ping => self.reply(ServerFrame::Pong { r#ref }),
-            ClientFrame::Join { room, .. } => self.join(room, r#ref).await,
+            ClientFrame::Join { room, since, epoch } => self.join(room, since, epoch, r#ref).await,
             ClientFrame::Leave { room } => self.leave(room, r#ref).await,
-            ClientFrame::Send { room, body, client_id } => self.send(room, body, client_id, r#ref).await,
+            ClientFrame::Send {
+                room,
+                body,
+                client_id,
+            } => self.send(room, body, client_id, r#ref).await,
             ClientFrame::Typing { room } => self.typing(room, r#ref),
             ClientFrame::Refresh { token } => self.refresh(&token, r#ref),
         }
     }
 
-    async fn join(&mut self, room: String, r#ref: Option<String>) {
-        if !self.rooms.contains(&room) && self.rooms.len() >= self.node.settings.max_rooms_per_connection {
-            return self.reply(error(ErrorCode::TooManyRooms, "this connection is in too many rooms", r#ref, Some(room)));
+    async fn join(
+        &mut self,
+        room: String,
+        since: Option<u64>,
+        epoch: Option<String>,
+        r#ref: Option<String>,
+    ) {
+        if !self.rooms.contains(&room)
+            && self.rooms.len() >= self.node.settings.max_rooms_per_connection
+        {
+            return self.reply(error(
+                ErrorCode::TooManyRooms,
+                "this connection is in too many rooms",
+                r#ref,
+                Some(room),
+            ));
         }
-        let outcome = self.node.registry.join(&room, &self.handle);
+        let outcome = self
+            .node
+            .registry
+            .join(&room, &self.handle, since, epoch.as_deref());
         let newly_joined = self.rooms.insert(room.clone());
         let local = self.node.registry.local_online(&room);
-        let online = self.node.deps.presence.enter(&room, &self.claims.sub, local).await;
-        self.reply(ServerFrame::Joined {
+        let online = self
+            .node
+            .deps
+            .presence
+            .enter(&room, &self.claims.sub, local)
+            .await;
+        let replay = self.node.resolve_replay(&room, outcome.replay).await;
+        let joined = ServerFrame::Joined {
             r#ref,
             room: room.clone(),
             epoch: self.node.registry.epoch().to_owned(),
             position: outcome.position,
-            recovered: false,
+            recovered: replay.recovered,
             online,
-        });
+        };
+        metrics::counter!("onlychat_joins_total").increment(1);
+        self.direct.push(Arc::from(joined.to_text()));
+        self.direct.extend(replay.frames);
         if newly_joined && outcome.first_for_user {
             self.announce(&room, PresenceKind::Join);
         }
@@ -117,8 +178,28 @@ impl Conn {
                 client_id: Some(client_id),
             });
         }
+        // A resend of a message this node has read: answer the original's ack, publish nothing.
+        if let Some(original) = self
+            .node
+            .registry
+            .original(&room, &self.claims.sub, &client_id)
+        {
+            let Original {
+                id, position, ts, ..
+            } = original;
+            return self.reply(ServerFrame::Ack {
+                r#ref,
+                room,
+                client_id,
+                id,
+                position,
+                ts,
+            });
+        }
         // Bounded in-flight sends: a client that outruns the log stops being read.
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let id = uuid::Uuid::now_v7().to_string();
         let ts = rfc3339(chrono::Utc::now());
         let event = BusEvent::Message {
@@ -132,23 +213,31 @@ impl Conn {
         };
         metrics::counter!("onlychat_messages_in_total").increment(1);
         let published = self.node.deps.bus.publish(&event);
-        let handle = self.handle.clone();
+        let (node, handle, from) = (
+            self.node.clone(),
+            self.handle.clone(),
+            self.claims.sub.clone(),
+        );
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let reply = match published.await {
-                Ok(position) => ServerFrame::Ack { r#ref, room, client_id, id, position, ts },
+                Ok(position) => {
+                    metrics::histogram!("onlychat_produce_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    node.settle(
+                        room,
+                        client_id,
+                        r#ref,
+                        &from,
+                        Original::new(id, position, ts),
+                    )
+                    .await
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "send not acknowledged by the log");
-                    ServerFrame::Error {
-                        code: ErrorCode::Unavailable,
-                        message: "the message log did not acknowledge; resend with the same client_id".into(),
-                        r#ref,
-                        room: Some(room),
-                        client_id: Some(client_id),
-                    }
+                    unavailable(r#ref, room, client_id)
                 }
             };
-            metrics::histogram!("onlychat_produce_seconds").record(started.elapsed().as_secs_f64());
             offer(&handle, reply);
             drop(permit);
         });
@@ -156,9 +245,18 @@ impl Conn {
 
     fn typing(&self, room: String, r#ref: Option<String>) {
         if !self.rooms.contains(&room) {
-            return self.reply(error(ErrorCode::NotJoined, "join the room first", r#ref, Some(room)));
+            return self.reply(error(
+                ErrorCode::NotJoined,
+                "join the room first",
+                r#ref,
+                Some(room),
+            ));
         }
-        let event = BusEvent::Typing { room, user_id: self.claims.sub.clone(), username: self.claims.name.clone() };
+        let event = BusEvent::Typing {
+            room,
+            user_id: self.claims.sub.clone(),
+            username: self.claims.name.clone(),
+        };
         // Typing is best effort: nobody waits for its acknowledgement.
         drop(self.node.deps.bus.publish(&event));
     }
@@ -173,9 +271,17 @@ impl Conn {
                 if claims.exp > self.claims.exp {
                     self.claims = claims;
                 }
-                self.reply(ServerFrame::Refreshed { r#ref, expires_at: expires_at_text(self.claims.exp) });
+                self.reply(ServerFrame::Refreshed {
+                    r#ref,
+                    expires_at: expires_at_text(self.claims.exp),
+                });
             }
-            _ => self.reply(error(ErrorCode::InvalidToken, "not a valid token of this session", r#ref, None)),
+            _ => self.reply(error(
+                ErrorCode::InvalidToken,
+                "not a valid token of this session",
+                r#ref,
+                None,
+            )),
         }
     }
 
@@ -199,9 +305,63 @@ impl Conn {
     }
 }
 
+fn unavailable(r#ref: Option<String>, room: String, client_id: String) -> ServerFrame {
+    ServerFrame::Error {
+        code: ErrorCode::Unavailable,
+        message: "the message log did not acknowledge; resend with the same client_id".into(),
+        r#ref,
+        room: Some(room),
+        client_id: Some(client_id),
+    }
+}
+
+/// How long an ack waits for this node to read its own message back from the log.
+const READ_BACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Node {
+    /// The ack of a message the log accepted at `ours.position`. It waits until this node has
+    /// read that position, because only then is it known whether an earlier copy (a concurrent
+    /// resend, maybe via another node) came first; the ack then names the copy that counts.
+    async fn settle(
+        &self,
+        room: String,
+        client_id: String,
+        r#ref: Option<String>,
+        from: &str,
+        ours: Original,
+    ) -> ServerFrame {
+        let partition = self.registry.partition_of(&room);
+        if let Some(read) = self.registry.when_read(partition, ours.position)
+            && !matches!(
+                tokio::time::timeout(READ_BACK_TIMEOUT, read).await,
+                Ok(Ok(()))
+            )
+        {
+            // Durable but unconfirmed: "unavailable" tells the client to resend, which dedupes.
+            return unavailable(r#ref, room, client_id);
+        }
+        let Original {
+            id, position, ts, ..
+        } = self
+            .registry
+            .original(&room, from, &client_id)
+            .unwrap_or(ours);
+        ServerFrame::Ack {
+            r#ref,
+            room,
+            client_id,
+            id,
+            position,
+            ts,
+        }
+    }
+}
+
 fn offer(handle: &ConnHandle, frame: ServerFrame) {
     let text: Arc<str> = Arc::from(frame.to_text());
     if handle.tx.try_send(text).is_err() {
-        handle.kill.send_replace(Some(onlychat_protocol::close::TOO_SLOW));
+        handle
+            .kill
+            .send_replace(Some(onlychat_protocol::close::TOO_SLOW));
     }
 }

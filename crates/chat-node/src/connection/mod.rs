@@ -20,7 +20,12 @@ pub(crate) use frames::Conn;
 
 /// Closes a socket at once with `code`.
 pub async fn refuse(session: Session, code: u16, reason: &str) {
-    let _ = session.close(Some(CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) })).await;
+    let _ = session
+        .close(Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason.to_owned()),
+        }))
+        .await;
 }
 
 /// Waits for the first frame to be a valid `auth` (browser flow).
@@ -39,7 +44,12 @@ async fn authenticate(node: &Node, stream: &mut AggregatedMessageStream) -> Resu
 }
 
 /// Runs one socket from authentication to close.
-pub async fn run(node: Arc<Node>, session: Session, mut stream: AggregatedMessageStream, claims: Option<Claims>) {
+pub async fn run(
+    node: Arc<Node>,
+    session: Session,
+    mut stream: AggregatedMessageStream,
+    claims: Option<Claims>,
+) {
     let claims = match claims {
         Some(claims) => claims,
         None => match authenticate(&node, &mut stream).await {
@@ -49,7 +59,13 @@ pub async fn run(node: Arc<Node>, session: Session, mut stream: AggregatedMessag
     };
     let (tx, rx) = mpsc::channel(node.settings.outbound_queue);
     let (kill, kill_rx) = watch::channel(None);
-    let handle = ConnHandle { id: node.next_conn_id(), user_id: claims.sub.clone(), sid: claims.sid.clone(), tx, kill };
+    let handle = ConnHandle {
+        id: node.next_conn_id(),
+        user_id: claims.sub.clone(),
+        sid: claims.sid.clone(),
+        tx,
+        kill,
+    };
     node.registry.attach(&handle);
     // A revocation may have landed between admission and attach; check again now that the
     // registry would deliver any later one.
@@ -98,7 +114,14 @@ async fn serve(
             msg = stream.recv() => {
                 last_heard = Instant::now();
                 match msg {
-                    Some(Ok(AggregatedMessage::Text(text))) => conn.on_text(&text).await,
+                    Some(Ok(AggregatedMessage::Text(text))) => {
+                        conn.on_text(&text).await;
+                        for frame in std::mem::take(&mut conn.direct) {
+                            if session.text(frame.to_string()).await.is_err() {
+                                return None;
+                            }
+                        }
+                    }
                     Some(Ok(AggregatedMessage::Binary(_))) => conn.reply(ServerFrame::Error {
                         code: onlychat_protocol::ErrorCode::BadFrame,
                         message: "frames are JSON text, not binary".into(),

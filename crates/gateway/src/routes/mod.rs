@@ -1,6 +1,7 @@
 //! Route table of the HTTP API.
 
 mod auth;
+mod rooms;
 mod users;
 
 use actix_web::web;
@@ -14,5 +15,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/logout", web::post().to(auth::logout))
             .route("/me", web::get().to(auth::me)),
     )
-    .route("/v1/users/{user_id}", web::get().to(users::get));
+    .route("/v1/users/{user_id}", web::get().to(users::get))
+    .route("/v1/rooms/{room}/messages", web::get().to(rooms::messages));
 }
