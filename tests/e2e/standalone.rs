@@ -71,3 +71,88 @@ async fn standalone_runs_the_whole_chat_path_in_one_process() {
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The next `ack` or `error` answering `client_id`.
+async fn answer(ws: &mut Ws, client_id: &str) -> serde_json::Value {
+    loop {
+        let frame = ws.recv().await;
+        if frame["client_id"] == client_id && (frame["type"] == "ack" || frame["type"] == "error") {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_keeps_history_positions_and_dedupe_across_a_restart() {
+    let data_dir = std::env::temp_dir().join(unique("onlychat-standalone-"));
+    let server = standalone(&data_dir).await;
+    let http = Http::new(&server.base_url());
+    let alice = http.user("alice").await;
+    let mut a = Ws::connect(&server.ws_url(), &alice.access_token).await;
+    a.join("log").await;
+    let mut acks = Vec::new();
+    for i in 0..20 {
+        let id = format!("s{i}");
+        a.send(json!({"type": "send", "room": "log", "body": format!("m{i}"), "client_id": id}))
+            .await;
+        acks.push(answer(&mut a, &id).await);
+    }
+    assert!(acks.iter().all(|a| a["type"] == "ack"), "{acks:?}");
+    let epoch = a.join("log").await["epoch"].clone();
+    drop(a);
+    drop(server);
+
+    let server = standalone(&data_dir).await;
+    let http = Http::new(&server.base_url());
+    let alice = http.login("alice").await;
+    let mut a = Ws::connect(&server.ws_url(), &alice.access_token).await;
+    // Resume from the fifth message: the same epoch, the 15 after it, in order.
+    let since = acks[4]["position"].as_u64().expect("position");
+    a.send(json!({"type": "join", "room": "log", "since": since, "epoch": epoch}))
+        .await;
+    let joined = a.expect("joined").await;
+    assert_eq!(
+        (joined["recovered"].clone(), joined["epoch"].clone()),
+        (json!(true), epoch)
+    );
+    for i in 5..20 {
+        let message = a.expect("message").await;
+        assert_eq!(message["body"], format!("m{i}"));
+        assert_eq!(message["position"], acks[i]["position"]);
+    }
+    // A resend of a message acked before the restart gets the original ack; nothing new.
+    a.send(json!({"type": "send", "room": "log", "body": "m3", "client_id": "s3"}))
+        .await;
+    let again = answer(&mut a, "s3").await;
+    assert_eq!(
+        (&again["id"], &again["position"]),
+        (&acks[3]["id"], &acks[3]["position"])
+    );
+    a.send(json!({"type": "send", "room": "log", "body": "after", "client_id": "s-after"}))
+        .await;
+    let next = answer(&mut a, "s-after").await;
+    assert!(
+        next["position"].as_u64() > acks[19]["position"].as_u64(),
+        "positions continue after a restart"
+    );
+    let (status, page) = http
+        .get(
+            "/v1/rooms/log/messages?limit=200",
+            Some(&alice.access_token),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let bodies: Vec<&str> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!("m{i}"))
+        .chain(["after".to_owned()])
+        .collect();
+    assert_eq!(bodies, expected, "history holds every acked message once");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -185,6 +185,29 @@ impl Ws {
         }
     }
 
+    /// Every frame until the server closes the socket, and the close code.
+    pub async fn frames_until_close(&mut self, within: Duration) -> (Vec<Value>, Option<u16>) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_event(left).await {
+                Event::Frame(frame) => frames.push(frame),
+                Event::Closed(code) => return (frames, code),
+                Event::Timeout => panic!("socket still open after {within:?}"),
+            }
+        }
+    }
+
+    /// The next frame within `within`, or `None` if none came.
+    pub async fn try_recv(&mut self, within: Duration) -> Option<Value> {
+        match self.next_event(within).await {
+            Event::Frame(frame) => Some(frame),
+            Event::Closed(code) => panic!("socket closed with {code:?} while a frame was expected"),
+            Event::Timeout => None,
+        }
+    }
+
     /// Joins a room; returns the `joined` frame.
     pub async fn join(&mut self, room: &str) -> Value {
         self.send(json!({"type": "join", "room": room, "ref": format!("join-{room}")}))

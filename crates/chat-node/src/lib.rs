@@ -142,6 +142,11 @@ impl Node {
             .close_all(onlychat_protocol::close::GOING_AWAY_RESTART)
     }
 
+    /// Rebuilds the dedupe window from messages stored before this start (standalone).
+    pub fn remember(&self, messages: Vec<onlychat_protocol::ChatMessage>) {
+        self.registry.remember(messages);
+    }
+
     /// Open sockets on this node.
     pub fn connection_count(&self) -> usize {
         self.registry.connection_count()

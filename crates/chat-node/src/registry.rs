@@ -115,6 +115,20 @@ impl Registry {
         (self.partition_of)(room)
     }
 
+    /// Takes in messages read before this node started (standalone's stored log), so resends
+    /// of them are still recognised; nothing is delivered.
+    pub fn remember(&self, messages: Vec<onlychat_protocol::ChatMessage>) {
+        let mut inner = self.lock();
+        for message in messages {
+            let start = inner
+                .starts
+                .get(&self.partition_of(&message.room))
+                .copied()
+                .unwrap_or(0);
+            inner.recent.admit(message, start);
+        }
+    }
+
     /// The original of a resent message (same room, sender, `client_id`) this node has read.
     pub fn original(&self, room: &str, from: &str, client_id: &str) -> Option<Original> {
         self.lock().recent.original(room, from, client_id).cloned()

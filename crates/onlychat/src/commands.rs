@@ -157,6 +157,9 @@ fn standalone_secret(data_dir: &Path, tokens: &TokenArgs) -> anyhow::Result<Vec<
     Ok(secret.into_bytes())
 }
 
+/// Most stored messages standalone reads back at start to rebuild its dedupe window.
+const STANDALONE_WARM_MAX: u32 = 200_000;
+
 /// The epoch of standalone's log, kept in the data dir beside the database.
 fn standalone_epoch(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("log-epoch");
@@ -207,6 +210,17 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         refresh_ttl: args.tokens.refresh_ttl,
         epoch,
     });
+    // Resends of messages stored before this start must still be recognised.
+    let window =
+        i64::try_from(args.socket.delivery.dedupe_window.as_millis()).unwrap_or(i64::MAX / 4);
+    let recent = store
+        .messages_since(
+            &gateway.epoch,
+            chrono::Utc::now().timestamp_millis() - window,
+            STANDALONE_WARM_MAX,
+        )
+        .await
+        .context("cannot read the message log")?;
     let deps = NodeDeps {
         bus,
         sessions,
@@ -215,6 +229,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         history: Some(store),
     };
     let node = Node::start(node_settings(&args.serve, &args.socket), deps).await?;
+    node.remember(recent);
     let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
     tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
     serve::run(

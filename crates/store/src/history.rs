@@ -131,6 +131,22 @@ impl Store {
         Ok(u64::try_from(last).unwrap_or(0))
     }
 
+    /// Every message of `epoch` stamped after `since_ts_ms`, in log order (at most `limit`).
+    pub async fn messages_since(
+        &self,
+        epoch: &str,
+        since_ts_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        const SQL: &str =
+            "SELECT id, room, epoch, position, from_user, from_name, body, client_id, ts
+            FROM messages WHERE epoch = $1 AND ts_ms > $2 ORDER BY position LIMIT $3";
+        on_pool!(self, pool => {
+            let rows = sqlx::query(SQL).bind(epoch).bind(since_ts_ms).bind(i64::from(limit)).fetch_all(pool).await?;
+            Ok(rows.iter().map(message_of).collect())
+        })
+    }
+
     /// Messages of a room with `after < position <= upto`, oldest first, at most `limit`.
     pub async fn history_range(
         &self,

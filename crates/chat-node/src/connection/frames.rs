@@ -79,6 +79,12 @@ impl Conn {
         super::instant_at(self.claims.exp)
     }
 
+    /// Resolves once no send of this connection awaits its answer (each answer is queued).
+    pub(crate) async fn settled(&self) {
+        let all = u32::try_from(self.node.settings.max_in_flight_sends).unwrap_or(u32::MAX);
+        let _ = self.in_flight.acquire_many(all).await;
+    }
+
     /// Queues a frame for this socket.
     pub(crate) fn reply(&self, frame: ServerFrame) {
         offer(&self.handle, frame);

@@ -154,8 +154,43 @@ async fn serve(
             }
         }
     };
+    if code == close::GOING_AWAY_RESTART {
+        // Drain: read nothing more, but answer the sends already accepted before closing.
+        finish_in_flight(conn, &mut session, &mut outbound).await;
+    }
     refuse(session, code, reason_for(code)).await;
     Some(code)
+}
+
+/// Longest a draining socket waits for the answers to its in-flight sends.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
+
+/// Writes queued frames until every in-flight send of the connection has its ack or error.
+async fn finish_in_flight(
+    conn: &Conn,
+    session: &mut Session,
+    outbound: &mut mpsc::Receiver<Arc<str>>,
+) {
+    let settled = conn.settled();
+    let grace = tokio::time::sleep(IN_FLIGHT_GRACE);
+    tokio::pin!(settled, grace);
+    loop {
+        tokio::select! {
+            biased;
+            Some(text) = outbound.recv() => {
+                if session.text(text.to_string()).await.is_err() {
+                    return;
+                }
+            }
+            () = &mut settled => break,
+            () = &mut grace => break,
+        }
+    }
+    while let Ok(text) = outbound.try_recv() {
+        if session.text(text.to_string()).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn reason_for(code: u16) -> &'static str {

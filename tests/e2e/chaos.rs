@@ -1,0 +1,229 @@
+//! Failure drills with a Kafka broker of the test's own: the broker stopped for 30 s under
+//! traffic, and a node drained by SIGTERM right after a burst. Nothing acknowledged is lost.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use onlychat_e2e::{Cluster, ClusterOptions, OwnKafka, Services, Ws, unique};
+use serde_json::{Value, json};
+
+/// Two free loopback ports in a row (broker, controller).
+fn free_port_pair() -> u16 {
+    for _ in 0..100 {
+        let port = 20_000 + u16::try_from(rand_below(20_000)).expect("port");
+        let ok = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if ok(port) && ok(port + 1) {
+            return port;
+        }
+    }
+    panic!("no two free ports in a row on 127.0.0.1");
+}
+
+fn rand_below(n: u32) -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32 % n
+}
+
+fn send(room: &str, client_id: &str) -> Value {
+    json!({"type": "send", "room": room, "body": format!("body {client_id}"), "client_id": client_id, "ref": client_id})
+}
+
+/// The reply to one send: its `ack`, or `None` for `error` `unavailable`.
+async fn reply(ws: &mut Ws, client_id: &str, within: Duration) -> Option<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = ws
+            .try_recv(left)
+            .await
+            .unwrap_or_else(|| panic!("no reply to {client_id} within {within:?}"));
+        if frame["client_id"] != client_id {
+            continue;
+        }
+        match frame["type"].as_str() {
+            Some("ack") => return Some(frame),
+            Some("error") => {
+                assert_eq!(frame["code"], "unavailable", "{frame}");
+                assert_eq!(
+                    (frame["ref"].as_str(), frame["room"].as_str()),
+                    (Some(client_id), Some("outage"))
+                );
+                return None;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_no_acked_message_and_heals_by_itself() {
+    let kafka = OwnKafka::start(free_port_pair());
+    let shared = Services::from_env().await;
+    let services = Services {
+        kafka_brokers: kafka.brokers.clone(),
+        ..shared
+    };
+    let options = ClusterOptions {
+        services: Some(services),
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start_with(2, options).await;
+    let http = cluster.http();
+    let sender = http.user(&unique("sender")).await;
+    let reader = http.user(&unique("reader")).await;
+    let mut tx = Ws::connect(&cluster.ws_url(0), &sender.access_token).await;
+    let mut rx = Ws::connect(&cluster.ws_url(1), &reader.access_token).await;
+    tx.join("outage").await;
+    rx.join("outage").await;
+    // The reader keeps reading (and so answering pings) all along.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let reading = tokio::spawn(async move {
+        let mut messages = Vec::new();
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return messages,
+                frame = rx.try_recv(Duration::from_secs(1)) => {
+                    if let Some(frame) = frame.filter(|f| f["type"] == "message") {
+                        messages.push(frame);
+                    }
+                }
+            }
+        }
+    });
+
+    // Every send gets an answer in bounded time: ack, or unavailable while the broker is away.
+    let bound = Duration::from_secs(20);
+    let (mut acked, mut refused) = (HashMap::new(), Vec::new());
+    let mut n = 0;
+    let next = |n: &mut usize| {
+        *n += 1;
+        format!("o{n}")
+    };
+    for _ in 0..20 {
+        let id = next(&mut n);
+        tx.send(send("outage", &id)).await;
+        acked.insert(
+            id.clone(),
+            reply(&mut tx, &id, bound)
+                .await
+                .expect("ack before the outage"),
+        );
+    }
+    kafka.stop();
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(30) {
+        let id = next(&mut n);
+        tx.send(send("outage", &id)).await;
+        match reply(&mut tx, &id, bound).await {
+            Some(ack) => drop(acked.insert(id, ack)),
+            None => refused.push(id),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "sends during the outage were answered unavailable"
+    );
+    kafka.restart();
+    let restarted = Instant::now();
+    // Without restarting any node, sends are acked again within 30 s.
+    let resumed_after = loop {
+        let id = next(&mut n);
+        tx.send(send("outage", &id)).await;
+        if let Some(ack) = reply(&mut tx, &id, bound).await {
+            acked.insert(id, ack);
+            break restarted.elapsed();
+        }
+        refused.push(id);
+        assert!(
+            restarted.elapsed() < Duration::from_secs(30),
+            "producing did not resume within 30 s"
+        );
+    };
+    eprintln!(
+        "broker outage: {} refused, produce resumed {resumed_after:?} after the broker restarted",
+        refused.len()
+    );
+    // The client's part: resend every refused message with the same client_id.
+    for id in &refused {
+        tx.send(send("outage", id)).await;
+        acked.insert(
+            id.clone(),
+            reply(&mut tx, id, bound).await.expect("ack of the resend"),
+        );
+    }
+    // The reader on the other node gets every acked message, each client_id at most once.
+    let wanted: HashSet<String> = acked
+        .values()
+        .map(|a| a["id"].as_str().expect("id").to_owned())
+        .collect();
+    let sentinel = next(&mut n);
+    tx.send(send("outage", &sentinel)).await;
+    reply(&mut tx, &sentinel, bound)
+        .await
+        .expect("sentinel acked");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(());
+    let messages = reading.await.expect("reader");
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for frame in &messages {
+        let client_id = frame["client_id"].as_str().expect("client_id").to_owned();
+        let id = frame["id"].as_str().expect("id").to_owned();
+        assert!(
+            seen.insert(client_id.clone(), id).is_none(),
+            "{client_id} delivered twice"
+        );
+    }
+    let delivered: HashSet<String> = seen.values().cloned().collect();
+    let missing: Vec<&String> = wanted.difference(&delivered).collect();
+    assert!(
+        missing.is_empty(),
+        "acked messages missing at the reader: {missing:?}"
+    );
+    for (client_id, ack) in &acked {
+        assert_eq!(
+            seen.get(client_id).map(String::as_str),
+            ack["id"].as_str(),
+            "the acked copy was delivered"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drained_by_sigterm_right_after_a_burst_loses_no_acked_message() {
+    let mut cluster = Cluster::start(2).await;
+    let http = cluster.http();
+    let sender = http.user(&unique("sender")).await;
+    let reader = http.user(&unique("reader")).await;
+    let mut tx = Ws::connect(&cluster.ws_url(0), &sender.access_token).await;
+    let mut rx = Ws::connect(&cluster.ws_url(1), &reader.access_token).await;
+    tx.join("drain").await;
+    rx.join("drain").await;
+    for i in 0..300 {
+        tx.send(send("drain", &format!("d{i}"))).await;
+    }
+    let status = cluster.nodes[0]
+        .terminate(Duration::from_secs(30))
+        .await
+        .expect("node exited after SIGTERM");
+    assert!(status.success(), "graceful exit: {status}");
+    let (frames, code) = tx.frames_until_close(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1012), "sockets close with 1012 on drain");
+    let acked: HashSet<String> = frames
+        .iter()
+        .filter(|f| f["type"] == "ack")
+        .filter_map(|f| f["id"].as_str().map(str::to_owned))
+        .collect();
+    let mut delivered = HashSet::new();
+    while !acked.is_subset(&delivered) {
+        let frame = rx
+            .try_recv(Duration::from_secs(10))
+            .await
+            .expect("an acked message is missing at the other node");
+        if frame["type"] == "message" {
+            delivered.insert(frame["id"].as_str().expect("id").to_owned());
+        }
+    }
+    eprintln!(
+        "drain: {} of 300 sends acked before the socket closed, all delivered on the other node",
+        acked.len()
+    );
+}
