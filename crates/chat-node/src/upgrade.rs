@@ -1,5 +1,5 @@
 //! The `/ws` upgrade request. Everything that can be refused with an HTTP status is refused
-//! here, before the upgrade: draining (503), origin (403), a bad `Authorization` header (401).
+//! here, before the upgrade: draining or still starting (503), origin (403), a bad `Authorization` header (401).
 //! A query-string token is refused *after* the upgrade with close 1008, because a browser
 //! cannot read the status of a failed upgrade.
 
@@ -54,6 +54,15 @@ pub async fn ws(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unavailable,
             "this node is draining",
+        ));
+    }
+    if !node.deps.bus.is_ready() {
+        // Until the node has read the log back to its end, a join could not have an exact seam
+        // without replaying old messages as live ones.
+        return Ok(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "this node is still starting",
         ));
     }
     if !origin_allowed(&node, &req) {

@@ -76,6 +76,12 @@ pub async fn run(
         metrics::histogram!("onlychat_history_batch_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::counter!("onlychat_history_stored_total").increment(stored as u64);
+        tracing::debug!(
+            records = batch.events.len(),
+            stored,
+            took_ms = started.elapsed().as_millis() as u64,
+            "history batch"
+        );
         if let Err(e) = reader.commit(&batch) {
             tracing::warn!(error = %e, "history offsets not committed; the batch will be re-read (idempotent)");
         }

@@ -6,6 +6,8 @@
 //! `client_id` lies within the dedupe window (by the envelope timestamp). Because it depends on
 //! the log alone, every node and the history agree on which copy of a resend counts.
 
+use std::collections::HashMap;
+
 use onlychat_protocol::ChatMessage;
 use sqlx::Row;
 
@@ -34,6 +36,101 @@ const UPSERT_OFFSET: &str =
     "INSERT INTO history_offsets (epoch, log_partition, next_position) VALUES ($1, $2, $3)
      ON CONFLICT (epoch, log_partition) DO UPDATE SET next_position = excluded.next_position
      WHERE history_offsets.next_position < excluded.next_position";
+
+type DedupeKey = (String, String, String, String);
+
+fn dedupe_key(m: &ChatMessage) -> DedupeKey {
+    (
+        m.epoch.clone(),
+        m.room.clone(),
+        m.from.clone(),
+        m.client_id.clone(),
+    )
+}
+
+/// PostgreSQL: one query for the latest stored original of each key in the batch, the dedupe
+/// rule in memory (exactly as the nodes apply it), then one bulk insert.
+async fn pg_append(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &[LoggedMessage],
+    window_ms: i64,
+) -> Result<usize, StoreError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    // A correlated subquery per key, so each lookup is one probe of `messages_dedupe`
+    // whatever the planner guesses about the unnested keys.
+    const LATEST: &str = "SELECT k.epoch, k.room, k.from_user, k.client_id,
+          (SELECT MAX(m.ts_ms) FROM messages m WHERE m.room = k.room AND m.from_user = k.from_user
+             AND m.client_id = k.client_id AND m.epoch = k.epoch)
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS k(epoch, room, from_user, client_id)";
+    const INSERT: &str = "INSERT INTO messages (id, room, epoch, position, from_user, from_name, body, client_id, ts, ts_ms)
+        SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                             $8::text[], $9::text[], $10::bigint[])
+        ON CONFLICT DO NOTHING";
+    let column = |f: fn(&ChatMessage) -> &String| {
+        batch
+            .iter()
+            .map(|l| f(&l.message).clone())
+            .collect::<Vec<_>>()
+    };
+    let rows = sqlx::query(LATEST)
+        .bind(column(|m| &m.epoch))
+        .bind(column(|m| &m.room))
+        .bind(column(|m| &m.from))
+        .bind(column(|m| &m.client_id))
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut originals: HashMap<DedupeKey, i64> = rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                (r.get(0), r.get(1), r.get(2), r.get(3)),
+                r.get::<Option<i64>, _>(4)?,
+            ))
+        })
+        .collect();
+    let mut fresh: Vec<&LoggedMessage> = Vec::with_capacity(batch.len());
+    for logged in batch {
+        let key = dedupe_key(&logged.message);
+        if originals
+            .get(&key)
+            .is_some_and(|ts| *ts > logged.ts_ms - window_ms)
+        {
+            continue; // a resend, or a row stored by an earlier run of this batch
+        }
+        originals.insert(key, logged.ts_ms);
+        fresh.push(logged);
+    }
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let text = |f: fn(&ChatMessage) -> &String| {
+        fresh
+            .iter()
+            .map(|l| f(&l.message).clone())
+            .collect::<Vec<_>>()
+    };
+    let done = sqlx::query(INSERT)
+        .bind(text(|m| &m.id))
+        .bind(text(|m| &m.room))
+        .bind(text(|m| &m.epoch))
+        .bind(
+            fresh
+                .iter()
+                .map(|l| to_i64(l.message.position))
+                .collect::<Vec<_>>(),
+        )
+        .bind(text(|m| &m.from))
+        .bind(text(|m| &m.from_name))
+        .bind(text(|m| &m.body))
+        .bind(text(|m| &m.client_id))
+        .bind(text(|m| &m.ts))
+        .bind(fresh.iter().map(|l| l.ts_ms).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
+}
 
 /// One message read back from the log, with the partition it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,33 +181,54 @@ impl Store {
         next_positions: &[(String, i32, u64)],
         window_ms: i64,
     ) -> Result<usize, StoreError> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let mut inserted = 0;
-            for logged in batch {
-                let m = &logged.message;
-                let done = sqlx::query(INSERT_UNLESS_DUPLICATE)
-                    .bind(&m.id)
-                    .bind(&m.room)
-                    .bind(&m.epoch)
-                    .bind(to_i64(m.position))
-                    .bind(&m.from)
-                    .bind(&m.from_name)
-                    .bind(&m.body)
-                    .bind(&m.client_id)
-                    .bind(&m.ts)
-                    .bind(logged.ts_ms)
-                    .bind(window_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                inserted += usize::try_from(done.rows_affected()).unwrap_or(0);
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let inserted = pg_append(&mut tx, batch, window_ms).await?;
+                for (epoch, partition, next) in next_positions {
+                    sqlx::query(UPSERT_OFFSET)
+                        .bind(epoch)
+                        .bind(partition)
+                        .bind(to_i64(*next))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(inserted)
             }
-            for (epoch, partition, next) in next_positions {
-                sqlx::query(UPSERT_OFFSET).bind(epoch).bind(partition).bind(to_i64(*next)).execute(&mut *tx).await?;
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut inserted = 0;
+                for logged in batch {
+                    let m = &logged.message;
+                    let done = sqlx::query(INSERT_UNLESS_DUPLICATE)
+                        .bind(&m.id)
+                        .bind(&m.room)
+                        .bind(&m.epoch)
+                        .bind(to_i64(m.position))
+                        .bind(&m.from)
+                        .bind(&m.from_name)
+                        .bind(&m.body)
+                        .bind(&m.client_id)
+                        .bind(&m.ts)
+                        .bind(logged.ts_ms)
+                        .bind(window_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    inserted += usize::try_from(done.rows_affected()).unwrap_or(0);
+                }
+                for (epoch, partition, next) in next_positions {
+                    sqlx::query(UPSERT_OFFSET)
+                        .bind(epoch)
+                        .bind(partition)
+                        .bind(to_i64(*next))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(inserted)
             }
-            tx.commit().await?;
-            Ok(inserted)
-        })
+        }
     }
 
     /// Every position of `partition` in `epoch` below the returned one is stored.
