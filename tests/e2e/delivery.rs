@@ -380,3 +380,43 @@ async fn history_pages_oldest_first_with_exclusive_bounds() {
     let (status, _) = http.get("/v1/rooms/pages/messages", None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_older_than_the_node_buffer_replays_from_postgres() {
+    let options = ClusterOptions {
+        node_env: vec![("ONLYCHAT_REPLAY_BUFFER", "20".to_owned())],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start_with(1, options).await;
+    let http = cluster.http();
+    let user = http.user(&unique("old")).await;
+    let mut ws = Ws::connect(&cluster.ws_url(0), &user.access_token).await;
+    let since = ws.join("old").await["position"].as_u64().expect("position");
+    let ids: Vec<String> = (0..150).map(|i| format!("o{i}")).collect();
+    for id in &ids {
+        ws.send(send("old", id, id)).await;
+    }
+    let mut acks = acks_of(&mut ws, &ids).await;
+    let acked: Vec<Value> = ids
+        .iter()
+        .map(|id| acks.remove(id).expect("ack")["id"].clone())
+        .collect();
+    // The node keeps only the last 20; the rest must come from history once it has them.
+    eventually(
+        Duration::from_secs(20),
+        "history to hold all 150",
+        || async { (history(&http, &user.access_token, "old").await.len() == 150).then_some(()) },
+    )
+    .await;
+    let mut again = Ws::connect(&cluster.ws_url(0), &user.access_token).await;
+    again
+        .send(json!({"type": "join", "room": "old", "since": since}))
+        .await;
+    assert_eq!(again.expect("joined").await["recovered"], true);
+    let got = messages(&mut again, "old", 150).await;
+    assert_eq!(
+        got.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(),
+        acked,
+        "all 150 in order, no gap at the buffer's floor"
+    );
+}

@@ -54,6 +54,9 @@ pub struct NodeSettings {
     pub replay_per_room: usize,
     /// Most messages one replay sends; a longer gap gets `recovered: false` and the latest page.
     pub replay_max: u32,
+    /// How long an ack waits for this node to read its own message back from the log (after
+    /// the broker acknowledged it) before answering `unavailable`.
+    pub read_back_timeout: Duration,
 }
 
 impl Default for NodeSettings {
@@ -70,6 +73,7 @@ impl Default for NodeSettings {
             dedupe_window: Duration::from_secs(600),
             replay_per_room: 1000,
             replay_max: 10_000,
+            read_back_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -322,8 +322,12 @@ async fn history_only(args: HistoryArgs) -> anyhow::Result<()> {
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    // A send is answered within twice the produce timeout: the broker's ack, then reading it back.
     let keys = keys(&args.tokens, &required_secret(&args.tokens)?)?;
-    let settings = node_settings(&args.serve, &args.socket);
+    let settings = NodeSettings {
+        read_back_timeout: args.kafka.kafka_produce_timeout,
+        ..node_settings(&args.serve, &args.socket)
+    };
     let sessions = redis_sessions(&args.redis, &args.tokens).await?;
     let bus = kafka(&args.kafka, settings.node_id.clone()).await?;
     let history = match &args.database_url {

@@ -321,9 +321,6 @@ fn unavailable(r#ref: Option<String>, room: String, client_id: String) -> Server
     }
 }
 
-/// How long an ack waits for this node to read its own message back from the log.
-const READ_BACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 impl Node {
     /// The ack of a message the log accepted at `ours.position`. It waits until this node has
     /// read that position, because only then is it known whether an earlier copy (a concurrent
@@ -339,7 +336,7 @@ impl Node {
         let partition = self.registry.partition_of(&room);
         if let Some(read) = self.registry.when_read(partition, ours.position)
             && !matches!(
-                tokio::time::timeout(READ_BACK_TIMEOUT, read).await,
+                tokio::time::timeout(self.settings.read_back_timeout, read).await,
                 Ok(Ok(()))
             )
         {
