@@ -124,7 +124,10 @@ impl Proc {
         command
             .args(args)
             .env("ONLYCHAT_LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "info,onlychat=debug");
+            .env(
+                "RUST_LOG",
+                "info,onlychat=debug,librdkafka=off,rdkafka=off,actix_server=warn",
+            );
         for (key, value) in env {
             command.env(key, value);
         }

@@ -51,12 +51,24 @@ pub(crate) fn setup_err(e: impl std::fmt::Display) -> BusError {
     BusError::Setup(e.to_string())
 }
 
+/// Settings every onlychat Kafka client shares. The reconnect backoff is capped at 1 s (the
+/// librdkafka default grows to 10 s): after a broker outage every node must produce *and*
+/// consume again within seconds, and an idle fan-out consumer would otherwise sit out the
+/// whole backoff before it fetches again.
+pub(crate) fn client_config(settings: &KafkaSettings, role: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", format!("onlychat-{}{role}", settings.node_id))
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000");
+    config
+}
+
 impl KafkaBus {
     /// Connects, creates the topic if it is missing, and learns its partition count.
     pub async fn connect(settings: KafkaSettings) -> Result<Self, BusError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("client.id", format!("onlychat-{}", settings.node_id))
+        let producer: FutureProducer = client_config(&settings, "")
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")
@@ -84,12 +96,7 @@ impl KafkaBus {
     }
 
     fn consumer(&self) -> Result<StreamConsumer, BusError> {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.settings.brokers)
-            .set(
-                "client.id",
-                format!("onlychat-{}-fanout", self.settings.node_id),
-            )
+        client_config(&self.settings, "-fanout")
             // Required by librdkafka even for manual assignment; never committed to.
             .set(
                 "group.id",
@@ -110,8 +117,7 @@ pub(crate) fn epoch_of(topic: &str, partitions: i32) -> String {
 }
 
 pub(crate) async fn ensure_topic(settings: &KafkaSettings) -> Result<(), BusError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+    let admin: AdminClient<DefaultClientContext> = client_config(settings, "-admin")
         .create()
         .map_err(setup_err)?;
     // Replication -1: the broker's default.replication.factor decides.

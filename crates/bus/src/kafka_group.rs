@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::{ErrorLog, decode, setup_err};
+use crate::kafka::{ErrorLog, client_config, decode, setup_err};
 use crate::{BusError, Delivered, KafkaBus};
 
 /// One batch read from the group's partitions, and where each partition got to.
@@ -33,12 +32,7 @@ impl KafkaBus {
     /// Joins consumer group `group` on the topic; reading starts at the group's committed
     /// offsets, or at the beginning of the log for a new group.
     pub fn group_reader(&self, group: &str) -> Result<GroupReader, BusError> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.settings.brokers)
-            .set(
-                "client.id",
-                format!("onlychat-{}-{group}", self.settings.node_id),
-            )
+        let consumer: StreamConsumer = client_config(&self.settings, &format!("-{group}"))
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")

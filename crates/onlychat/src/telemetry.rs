@@ -8,14 +8,19 @@ use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The log filter when `RUST_LOG` is not set.
+pub const DEFAULT_LOG_FILTER: &str = "info,librdkafka=off,rdkafka=off,actix_server=warn,sqlx=warn";
+
 /// Keeps telemetry alive for the life of the process.
 pub struct Telemetry;
 
 /// Installs the log subscriber and the metrics recorder.
 pub fn init() -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,librdkafka=warn,rdkafka=warn,actix_server=warn,sqlx=warn")
-    });
+    // librdkafka reports every failed reconnect (about ten a second per client while a broker
+    // is away) at ERROR; onlychat logs broker trouble itself, rate-limited. `RUST_LOG` with
+    // `librdkafka=warn,rdkafka=warn` brings them back when debugging the client.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let json = std::env::var("ONLYCHAT_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
