@@ -4,24 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use onlychat_e2e::{Cluster, ClusterOptions, OwnKafka, Services, Ws, unique};
+use onlychat_e2e::{Cluster, ClusterOptions, OwnKafka, Services, Ws, free_ports, unique};
 use serde_json::{Value, json};
-
-/// Two free loopback ports in a row (broker, controller).
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let port = 20_000 + u16::try_from(rand_below(20_000)).expect("port");
-        let ok = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if ok(port) && ok(port + 1) {
-            return port;
-        }
-    }
-    panic!("no two free ports in a row on 127.0.0.1");
-}
-
-fn rand_below(n: u32) -> u32 {
-    uuid::Uuid::new_v4().as_u128() as u32 % n
-}
 
 fn send(room: &str, client_id: &str) -> Value {
     json!({"type": "send", "room": room, "body": format!("body {client_id}"), "client_id": client_id, "ref": client_id})
@@ -56,10 +40,10 @@ async fn reply(ws: &mut Ws, client_id: &str, within: Duration) -> Option<Value> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_no_acked_message_and_heals_by_itself() {
-    let kafka = OwnKafka::start(free_port_pair());
+    let kafka = OwnKafka::start(free_ports(2));
     let shared = Services::from_env().await;
     let services = Services {
-        kafka_brokers: kafka.brokers.clone(),
+        kafka_brokers: kafka.address.clone(),
         ..shared
     };
     let options = ClusterOptions {

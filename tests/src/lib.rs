@@ -9,7 +9,7 @@ pub mod process;
 use std::time::Duration;
 
 pub use client::{Http, Ws};
-pub use process::{OwnKafka, Proc, Services};
+pub use process::{OwnKafka, OwnService, Proc, Services};
 
 /// A shared secret every process of one test cluster uses.
 pub const TEST_SECRET: &str = "e2e-secret-that-is-at-least-32-bytes-long!";
@@ -34,6 +34,18 @@ where
 }
 
 /// A unique short name for per-test resources.
+/// The first of `n` free loopback ports in a row (for a service of a test's own).
+pub fn free_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 20_000) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if (port..port + n).all(free) {
+            return port;
+        }
+    }
+    panic!("no {n} free ports in a row on 127.0.0.1");
+}
+
 pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}{}",
@@ -46,6 +58,10 @@ pub fn unique(prefix: &str) -> String {
 pub struct ClusterOptions {
     /// `embedded` (default) or `off` (the test runs `onlychat history` itself).
     pub history_writer: &'static str,
+    /// Extra environment for every process (gateway and nodes), after the defaults.
+    pub env: Vec<(&'static str, String)>,
+    /// Extra environment for the gateway only.
+    pub gateway_env: Vec<(&'static str, String)>,
     /// Extra environment for every node.
     pub node_env: Vec<(&'static str, String)>,
     /// Services other than the shared ones (a chaos test's own Kafka).
@@ -56,6 +72,8 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
             history_writer: "embedded",
+            env: Vec::new(),
+            gateway_env: Vec::new(),
             node_env: Vec::new(),
             services: None,
         }
@@ -98,8 +116,12 @@ impl Cluster {
                 ("ONLYCHAT_REDIS_KEY_PREFIX", prefix.clone()),
                 ("ONLYCHAT_HEARTBEAT_INTERVAL", "2s".to_owned()),
                 ("ONLYCHAT_AUTH_TIMEOUT", "2s".to_owned()),
+                // Tests log in many users from one address; the limit tests turn them on.
+                ("ONLYCHAT_LOGIN_RATE_USER", "0".to_owned()),
+                ("ONLYCHAT_LOGIN_RATE_IP", "0".to_owned()),
             ];
             env.extend(extra.iter().cloned());
+            env.extend(options.env.iter().cloned());
             env
         };
         let kafka = [
@@ -112,6 +134,7 @@ impl Cluster {
         let mut gateway_env = common(&kafka);
         gateway_env.push(("ONLYCHAT_DATABASE_URL", database_url.clone()));
         gateway_env.push(("ONLYCHAT_HISTORY_WRITER", options.history_writer.to_owned()));
+        gateway_env.extend(options.gateway_env.iter().cloned());
         let gateway = Proc::spawn("gateway", &["gateway"], &gateway_env).await;
         let mut node_env = common(&kafka);
         node_env.push(("ONLYCHAT_DATABASE_URL", database_url.clone()));

@@ -230,47 +230,75 @@ impl Proc {
     }
 }
 
-/// A Kafka broker of a test's own (scripts/services.sh on its own ports and directory), for a
-/// test that stops and starts it; the shared broker never goes down.
-pub struct OwnKafka {
-    pub brokers: String,
+/// A service of a test's own (scripts/services.sh on its own ports and directory), for a test
+/// that stops and starts it or counts its commands; the shared services never see that.
+pub struct OwnService {
+    /// `host:port` to reach it.
+    pub address: String,
+    service: &'static str,
     env: Vec<(String, String)>,
 }
 
-impl OwnKafka {
+/// A Kafka broker of a test's own.
+pub type OwnKafka = OwnService;
+
+impl OwnService {
     fn script() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh")
     }
 
     fn run(&self, command: &str) {
         let status = std::process::Command::new(Self::script())
-            .args([command, "kafka"])
+            .args([command, self.service])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .status()
             .expect("run scripts/services.sh");
         assert!(
             status.success(),
-            "scripts/services.sh {command} kafka failed for the test's own broker"
+            "scripts/services.sh {command} {} failed for the test's own instance",
+            self.service
         );
     }
 
-    /// Starts a broker on `port` (controller on `port + 1`).
-    pub fn start(port: u16) -> Self {
-        let dir = std::env::temp_dir().join(crate::unique("onlychat-own-kafka-"));
-        let env = vec![
-            ("ONLYCHAT_SVC_DIR".to_owned(), dir.display().to_string()),
-            ("ONLYCHAT_SVC_KAFKA_PORT".to_owned(), port.to_string()),
-            (
-                "ONLYCHAT_SVC_KAFKA_CONTROLLER_PORT".to_owned(),
-                (port + 1).to_string(),
-            ),
-        ];
-        let kafka = Self {
-            brokers: format!("127.0.0.1:{port}"),
+    fn start_with(service: &'static str, port: u16, mut env: Vec<(String, String)>) -> Self {
+        let dir = std::env::temp_dir().join(crate::unique(&format!("onlychat-own-{service}-")));
+        env.push(("ONLYCHAT_SVC_DIR".to_owned(), dir.display().to_string()));
+        let own = Self {
+            address: format!("127.0.0.1:{port}"),
+            service,
             env,
         };
-        kafka.run("up");
-        kafka
+        own.run("up");
+        own
+    }
+
+    /// Starts a Kafka broker on `port` (controller on `port + 1`).
+    pub fn start(port: u16) -> Self {
+        Self::start_with(
+            "kafka",
+            port,
+            vec![
+                ("ONLYCHAT_SVC_KAFKA_PORT".to_owned(), port.to_string()),
+                (
+                    "ONLYCHAT_SVC_KAFKA_CONTROLLER_PORT".to_owned(),
+                    (port + 1).to_string(),
+                ),
+            ],
+        )
+    }
+
+    /// Starts a Redis server on `port`.
+    pub fn redis(port: u16) -> Self {
+        Self::start_with(
+            "redis",
+            port,
+            vec![("ONLYCHAT_SVC_REDIS_PORT".to_owned(), port.to_string())],
+        )
+    }
+
+    /// The `redis://` URL of an own Redis.
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}", self.address)
     }
 
     pub fn stop(&self) {
@@ -282,10 +310,10 @@ impl OwnKafka {
     }
 }
 
-impl Drop for OwnKafka {
+impl Drop for OwnService {
     fn drop(&mut self) {
         let _ = std::process::Command::new(Self::script())
-            .args(["down", "--clean", "kafka"])
+            .args(["down", "--clean", self.service])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .status();

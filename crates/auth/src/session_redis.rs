@@ -19,8 +19,9 @@ use tokio::sync::broadcast;
 
 use crate::revocation::Revocation;
 use crate::session::{
-    LoginGrant, SessionError, SessionInfo, SessionStore, SessionTtls, hash_refresh_token,
-    new_refresh_token, new_session_id, revoked_until,
+    LoginGrant, SessionError, SessionInfo, SessionPolicy, SessionStore, SessionTtls,
+    hash_refresh_token, new_refresh_token, new_session_id, revoked_until, seal_successor,
+    unseal_successor,
 };
 
 /// Ends one session: drops its refresh token and record, records and publishes the revocation.
@@ -40,11 +41,27 @@ local function end_session(p, sid, code, expires)
 end
 ";
 
-/// ARGV: prefix, user_id, sid, refresh_hash, device, now_ms, ttl_s, revoked_until, now_s.
+/// ARGV: prefix, user_id, sid, refresh_hash, device, now_ms, ttl_s, revoked_until, now_s,
+/// policy (`replace` | `reject` | `multi`), limit, access_ttl_ms. Returns 1, or 0 when `reject`
+/// finds a live session.
 const LOGIN_LUA: &str = r"
 local p, uid, sid, rh, device, now, ttl, expires, now_s = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local policy, limit, access_ms = ARGV[10], tonumber(ARGV[11]), tonumber(ARGV[12])
 local ukey = p .. 'user:' .. uid .. ':sessions'
-for _, old in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do end_session(p, old, 4001, expires) end
+local live = {}
+for _, old in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do
+  if redis.call('EXISTS', p .. 'session:' .. old) == 1 then table.insert(live, old) else redis.call('ZREM', ukey, old) end
+end
+local ending = #live
+if policy == 'reject' then
+  for _, old in ipairs(live) do
+    local seen = tonumber(redis.call('HGET', p .. 'session:' .. old, 'last_seen_at'))
+    if seen and tonumber(now) - seen < access_ms then return 0 end
+  end
+elseif policy == 'multi' then
+  ending = #live - (limit - 1)
+end
+for i = 1, ending do end_session(p, live[i], 4001, expires) end
 redis.call('ZREMRANGEBYSCORE', p .. 'revoked', '-inf', '(' .. now_s)
 redis.call('ZADD', ukey, now, sid)
 redis.call('EXPIRE', ukey, ttl)
@@ -55,20 +72,37 @@ redis.call('SET', p .. 'refresh:' .. rh, sid, 'EX', ttl)
 return 1
 ";
 
-/// ARGV: prefix, old_hash, new_hash, now_ms, ttl_s. Returns {sid, user_id} or false.
+/// ARGV: prefix, old_hash, new_hash, now_ms, ttl_s, grace_ms, revoked_until, seal. Returns
+/// {sid, user_id} for a rotation, {sid, user_id, seal} for a repeat within the grace while the
+/// successor is still the session's token (the caller opens the seal), or false; a spent token
+/// presented otherwise ends the session with 4003.
 const REFRESH_LUA: &str = r"
-local p, old, new, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local p, old, new, now, ttl, grace, expires, seal = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local sid = redis.call('GET', p .. 'refresh:' .. old)
-if not sid then return false end
-redis.call('DEL', p .. 'refresh:' .. old)
-local skey = p .. 'session:' .. sid
+if sid then
+  redis.call('DEL', p .. 'refresh:' .. old)
+  local skey = p .. 'session:' .. sid
+  local uid = redis.call('HGET', skey, 'user_id')
+  if not uid then return false end
+  redis.call('HSET', skey, 'refresh', new, 'last_seen_at', now)
+  redis.call('EXPIRE', skey, ttl)
+  redis.call('EXPIRE', p .. 'user:' .. uid .. ':sessions', ttl)
+  redis.call('SET', p .. 'refresh:' .. new, sid, 'EX', ttl)
+  redis.call('SET', p .. 'spent:' .. old, sid .. ' ' .. now .. ' ' .. new .. ' ' .. seal, 'EX', ttl)
+  return {sid, uid}
+end
+local spent = redis.call('GET', p .. 'spent:' .. old)
+if not spent then return false end
+local ssid, at, successor, sealed = string.match(spent, '^(%S+) (%d+) (%S+) (%S+)$')
+if not ssid then return false end
+local skey = p .. 'session:' .. ssid
 local uid = redis.call('HGET', skey, 'user_id')
 if not uid then return false end
-redis.call('HSET', skey, 'refresh', new, 'last_seen_at', now)
-redis.call('EXPIRE', skey, ttl)
-redis.call('EXPIRE', p .. 'user:' .. uid .. ':sessions', ttl)
-redis.call('SET', p .. 'refresh:' .. new, sid, 'EX', ttl)
-return {sid, uid}
+if now - tonumber(at) < grace and redis.call('HGET', skey, 'refresh') == successor then
+  return {ssid, uid, sealed}
+end
+end_session(p, ssid, 4003, expires)
+return false
 ";
 
 /// ARGV: prefix, sid, code, revoked_until.
@@ -85,6 +119,7 @@ pub struct RedisSessions {
     conn: ConnectionManager,
     prefix: String,
     ttls: SessionTtls,
+    policy: SessionPolicy,
     login: Script,
     refresh: Script,
     revoke: Script,
@@ -97,6 +132,7 @@ impl RedisSessions {
         url: &str,
         prefix: &str,
         ttls: SessionTtls,
+        policy: SessionPolicy,
     ) -> Result<Arc<Self>, SessionError> {
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new(client.clone()).await?;
@@ -105,8 +141,9 @@ impl RedisSessions {
             conn,
             prefix: prefix.to_owned(),
             ttls,
+            policy,
             login: Script::new(&format!("{END_SESSION_LUA}{LOGIN_LUA}")),
-            refresh: Script::new(REFRESH_LUA),
+            refresh: Script::new(&format!("{END_SESSION_LUA}{REFRESH_LUA}")),
             revoke: Script::new(&format!("{END_SESSION_LUA}{REVOKE_LUA}")),
             feed: OnceLock::new(),
         }))
@@ -114,6 +151,11 @@ impl RedisSessions {
 
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
+    }
+
+    /// Login rate limits kept in the same Redis, under the same key prefix.
+    pub fn limiter(&self) -> crate::limiter::RedisLimiter {
+        crate::limiter::RedisLimiter::new(self.conn.clone(), &self.prefix)
     }
 
     /// Listens on the revocation channel for ever: subscribe, then replay the revocations in
@@ -168,6 +210,10 @@ impl RedisSessions {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn ttl_secs(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
@@ -179,7 +225,8 @@ impl SessionStore for RedisSessions {
         let refresh_token = new_refresh_token();
         let now = chrono::Utc::now();
         let mut conn = self.conn.clone();
-        let _: i64 = self
+        let (policy, limit) = self.policy.wire();
+        let created: i64 = self
             .login
             .arg(&self.prefix)
             .arg(user_id)
@@ -190,8 +237,14 @@ impl SessionStore for RedisSessions {
             .arg(ttl_secs(self.ttls.refresh))
             .arg(revoked_until(&self.ttls))
             .arg(now.timestamp())
+            .arg(policy)
+            .arg(limit)
+            .arg(millis(self.ttls.access))
             .invoke_async(&mut conn)
             .await?;
+        if created == 0 {
+            return Err(SessionError::Active);
+        }
         Ok(LoginGrant {
             user_id: user_id.to_owned(),
             sid,
@@ -202,21 +255,32 @@ impl SessionStore for RedisSessions {
     async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, SessionError> {
         let next = new_refresh_token();
         let mut conn = self.conn.clone();
-        let found: Option<(String, String)> = self
+        let found: Option<Vec<String>> = self
             .refresh
             .arg(&self.prefix)
             .arg(hash_refresh_token(refresh_token))
             .arg(hash_refresh_token(&next))
             .arg(chrono::Utc::now().timestamp_millis())
             .arg(ttl_secs(self.ttls.refresh))
+            .arg(millis(self.ttls.reuse_grace))
+            .arg(revoked_until(&self.ttls))
+            .arg(seal_successor(&next, refresh_token))
             .invoke_async(&mut conn)
             .await?;
-        let (sid, user_id) = found.ok_or(SessionError::InvalidRefreshToken)?;
-        Ok(LoginGrant {
-            user_id,
-            sid,
-            refresh_token: next,
-        })
+        match found.as_deref() {
+            Some([sid, user_id]) => Ok(LoginGrant {
+                user_id: user_id.clone(),
+                sid: sid.clone(),
+                refresh_token: next,
+            }),
+            Some([sid, user_id, seal]) => Ok(LoginGrant {
+                user_id: user_id.clone(),
+                sid: sid.clone(),
+                refresh_token: unseal_successor(seal, refresh_token)
+                    .ok_or(SessionError::InvalidRefreshToken)?,
+            }),
+            _ => Err(SessionError::InvalidRefreshToken),
+        }
     }
 
     async fn revoke(&self, sid: &str, code: u16) -> Result<bool, SessionError> {

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for `Retry-After` on 429 (503 always gets a fixed hint).
+    pub retry_after: Option<u64>,
 }
 
 /// Seconds a client should wait before retrying after 503.
@@ -24,6 +26,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -44,6 +47,25 @@ impl ApiError {
         )
     }
 
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "this needs the admin role",
+        )
+    }
+
+    /// 429 with `Retry-After` (whole seconds, at least 1).
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            "too many login attempts; retry later",
+        );
+        e.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        e
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "not found")
     }
@@ -62,7 +84,9 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
+            response.insert_header(("Retry-After", secs.to_string()));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", RETRY_AFTER_SECS));
         }
         response.json(error_body(self.code, &self.message))
@@ -89,6 +113,11 @@ impl From<SessionError> for ApiError {
             SessionError::InvalidRefreshToken => Self::unauthorized(
                 ErrorCode::InvalidRefreshToken,
                 "the refresh token is unknown, spent or expired",
+            ),
+            SessionError::Active => Self::new(
+                StatusCode::CONFLICT,
+                ErrorCode::SessionActive,
+                "this user already has a live session (session policy `reject`)",
             ),
             other @ SessionError::Unavailable(_) => Self::unavailable(&other),
         }

@@ -1,5 +1,6 @@
 //! The HTTP API of PROTOCOL.md section 2: accounts and tokens (`routes/auth.rs`), users
-//! (`routes/users.rs`), room history (`routes/rooms.rs`). Every error is an [`ApiError`] with the shared JSON body.
+//! (`routes/users.rs`), room history (`routes/rooms.rs`), administration (`routes/admin.rs`),
+//! the public keys (`routes/mod.rs`). Every error is an [`ApiError`] with the shared JSON body.
 #![forbid(unsafe_code)]
 
 mod bearer;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use onlychat_auth::{JwtKeys, SessionStore};
+use onlychat_auth::{JwtKeys, Limit, RateLimiter, SessionStore};
 use onlychat_store::Store;
 
 pub use error::ApiError;
@@ -28,6 +29,16 @@ pub struct Gateway {
     pub refresh_ttl: Duration,
     /// The message log's epoch, which history pages are read from and report.
     pub epoch: String,
+    /// Where login rate-limit buckets live (Redis in the cluster).
+    pub limiter: Arc<dyn RateLimiter>,
+    pub login_limits: LoginLimits,
+}
+
+/// Login attempts allowed per username and per client address.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    pub per_user: Limit,
+    pub per_ip: Limit,
 }
 
 impl Gateway {

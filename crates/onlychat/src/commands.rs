@@ -6,17 +6,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use base64::Engine;
 use onlychat_auth::session::SessionTtls;
-use onlychat_auth::{JwtKeys, MemorySessions, RedisSessions, SessionStore};
+use onlychat_auth::{
+    JwtKeys, Limit, MemoryLimiter, MemorySessions, RedisSessions, SessionStore, TokenRules,
+};
 use onlychat_bus::{Bus, KafkaBus, KafkaSettings, MemoryBus};
 use onlychat_chat_node::{Node, NodeDeps, NodeSettings, Presence};
-use onlychat_gateway::Gateway;
+use onlychat_gateway::{Gateway, LoginLimits};
 use onlychat_store::Store;
 use rand::RngCore;
 
 use crate::ConfigError;
 use crate::config::{
-    Command, GatewayArgs, HistoryArgs, KafkaArgs, NodeArgs, ServeArgs, SocketArgs, StandaloneArgs,
-    TokenArgs, UserCommand, WriterArgs,
+    Command, GatewayArgs, HistoryArgs, KafkaArgs, LoginLimitArgs, NodeArgs, ServeArgs, SocketArgs,
+    StandaloneArgs, TokenArgs, UserCommand, WriterArgs,
 };
 use crate::history::{self, StoreJournal};
 use crate::serve::{self, Parts};
@@ -73,39 +75,76 @@ fn ttls(tokens: &TokenArgs) -> SessionTtls {
     SessionTtls {
         access: tokens.access_ttl,
         refresh: tokens.refresh_ttl,
+        reuse_grace: tokens.refresh_reuse_grace,
     }
 }
 
-fn keys(tokens: &TokenArgs, secret: &[u8]) -> anyhow::Result<JwtKeys> {
-    if tokens.jwt_algorithm != "HS256" {
+fn login_limits(args: &LoginLimitArgs) -> LoginLimits {
+    LoginLimits {
+        per_user: Limit {
+            rate: args.login_rate_user,
+            burst: args.login_burst_user,
+        },
+        per_ip: Limit {
+            rate: args.login_rate_ip,
+            burst: args.login_burst_ip,
+        },
+    }
+}
+
+fn read_pem(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| config_error(format!("{flag}: cannot read {}: {e}", path.display())))
+}
+
+/// The token keys: HS256 from `secret`, or EdDSA/RS256 from the PEM files.
+fn keys(tokens: &TokenArgs, secret: Option<Vec<u8>>) -> anyhow::Result<JwtKeys> {
+    let rules = TokenRules {
+        issuer: tokens.jwt_issuer.clone(),
+        audience: tokens.jwt_audience.clone(),
+        ttl: tokens.access_ttl,
+        max_lifetime: tokens.jwt_max_lifetime.max(tokens.access_ttl),
+    };
+    if tokens.jwt_algorithm == "HS256" {
+        let secret = secret.ok_or_else(|| {
+            config_error(
+                "--jwt-secret (ONLYCHAT_JWT_SECRET) is required for HS256 (at least 32 bytes)",
+            )
+        })?;
+        return JwtKeys::hs256(&secret, rules)
+            .map_err(|e| config_error(format!("--jwt-secret (ONLYCHAT_JWT_SECRET): {e}")));
+    }
+    let private = match &tokens.jwt_key {
+        Some(path) => Some(read_pem("--jwt-key (ONLYCHAT_JWT_KEY)", path)?),
+        None => None,
+    };
+    let publics = tokens
+        .jwt_public_keys
+        .iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| read_pem("--jwt-public-keys (ONLYCHAT_JWT_PUBLIC_KEYS)", p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    JwtKeys::asymmetric(&tokens.jwt_algorithm, private.as_deref(), &publics, rules).map_err(|e| {
+        config_error(format!(
+            "--jwt-algorithm {} with --jwt-key / --jwt-public-keys (ONLYCHAT_JWT_KEY / ONLYCHAT_JWT_PUBLIC_KEYS): {e}",
+            tokens.jwt_algorithm
+        ))
+    })
+}
+
+/// The signing keys of a process that issues tokens (gateway, standalone).
+fn signing_keys(tokens: &TokenArgs, secret: Option<Vec<u8>>) -> anyhow::Result<JwtKeys> {
+    if tokens.jwt_algorithm != "HS256" && tokens.jwt_key.is_none() {
         return Err(config_error(format!(
-            "--jwt-algorithm (ONLYCHAT_JWT_ALGORITHM) {} is not supported yet; use HS256",
+            "--jwt-key (ONLYCHAT_JWT_KEY) is required to sign {} tokens",
             tokens.jwt_algorithm
         )));
     }
-    if tokens.session_policy != "replace" {
-        return Err(config_error(format!(
-            "--session-policy (ONLYCHAT_SESSION_POLICY) {} is not supported yet; use replace",
-            tokens.session_policy
-        )));
-    }
-    JwtKeys::hs256(
-        secret,
-        &tokens.jwt_issuer,
-        &tokens.jwt_audience,
-        tokens.access_ttl,
-    )
-    .map_err(|e| config_error(format!("--jwt-secret (ONLYCHAT_JWT_SECRET): {e}")))
+    keys(tokens, secret)
 }
 
-fn required_secret(tokens: &TokenArgs) -> anyhow::Result<Vec<u8>> {
-    tokens
-        .jwt_secret
-        .clone()
-        .map(String::into_bytes)
-        .ok_or_else(|| {
-            config_error("--jwt-secret (ONLYCHAT_JWT_SECRET) is required (at least 32 bytes)")
-        })
+fn configured_secret(tokens: &TokenArgs) -> Option<Vec<u8>> {
+    tokens.jwt_secret.clone().map(String::into_bytes)
 }
 
 async fn connect_store(url: &str) -> anyhow::Result<Store> {
@@ -184,12 +223,16 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
             args.data.data_dir.display()
         )
     })?;
-    let keys = keys(
-        &args.tokens,
-        &standalone_secret(&args.data.data_dir, &args.tokens)?,
-    )?;
+    let secret = match args.tokens.jwt_algorithm.as_str() {
+        "HS256" => Some(standalone_secret(&args.data.data_dir, &args.tokens)?),
+        _ => None,
+    };
+    let keys = signing_keys(&args.tokens, secret)?;
     let store = connect_store(&args.data.url()).await?;
-    let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessions::new(ttls(&args.tokens)));
+    let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessions::new(
+        ttls(&args.tokens),
+        args.tokens.session_policy,
+    ));
     // The in-process log is journaled in the database, so positions and the epoch survive
     // restarts; a new data dir (a new log) gets a new epoch.
     let epoch = standalone_epoch(&args.data.data_dir)?;
@@ -209,6 +252,8 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         keys: keys.clone(),
         refresh_ttl: args.tokens.refresh_ttl,
         epoch,
+        limiter: Arc::new(MemoryLimiter::default()),
+        login_limits: login_limits(&args.limits),
     });
     // Resends of messages stored before this start must still be recognised.
     let window =
@@ -247,9 +292,14 @@ async fn redis_sessions(
     args: &crate::config::RedisArgs,
     tokens: &TokenArgs,
 ) -> anyhow::Result<Arc<RedisSessions>> {
-    RedisSessions::connect(&args.redis_url, &args.redis_key_prefix, ttls(tokens))
-        .await
-        .with_context(|| "cannot connect to Redis (--redis-url)")
+    RedisSessions::connect(
+        &args.redis_url,
+        &args.redis_key_prefix,
+        ttls(tokens),
+        tokens.session_policy,
+    )
+    .await
+    .with_context(|| "cannot connect to Redis (--redis-url)")
 }
 
 async fn kafka(args: &KafkaArgs, node_id: String) -> anyhow::Result<Arc<KafkaBus>> {
@@ -286,7 +336,7 @@ fn spawn_history_writer(
 }
 
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
-    let keys = keys(&args.tokens, &required_secret(&args.tokens)?)?;
+    let keys = signing_keys(&args.tokens, configured_secret(&args.tokens))?;
     let store = connect_store(&args.database_url).await?;
     let sessions = redis_sessions(&args.redis, &args.tokens).await?;
     let bus = kafka(&args.kafka, node_id(&args.serve)).await?;
@@ -296,10 +346,12 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let epoch = bus.epoch().to_owned();
     let gateway = Arc::new(Gateway {
         store,
+        limiter: Arc::new(sessions.limiter()),
         sessions,
         keys,
         refresh_ttl: args.tokens.refresh_ttl,
         epoch,
+        login_limits: login_limits(&args.limits),
     });
     let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
     serve::run(
@@ -323,7 +375,7 @@ async fn history_only(args: HistoryArgs) -> anyhow::Result<()> {
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
     // A send is answered within twice the produce timeout: the broker's ack, then reading it back.
-    let keys = keys(&args.tokens, &required_secret(&args.tokens)?)?;
+    let keys = keys(&args.tokens, configured_secret(&args.tokens))?;
     let settings = NodeSettings {
         read_back_timeout: args.kafka.kafka_produce_timeout,
         ..node_settings(&args.serve, &args.socket)

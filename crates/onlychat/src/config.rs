@@ -10,6 +10,13 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("not a duration like 2s, 15m or 14d: {e}"))
 }
 
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err("not a rate in events per second (a number >= 0; 0 turns the limit off)".into()),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "onlychat",
@@ -71,8 +78,17 @@ pub struct TokenArgs {
     #[arg(long, env = "ONLYCHAT_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Signing algorithm; pinned, never read from a token.
-    #[arg(long, env = "ONLYCHAT_JWT_ALGORITHM", default_value = "HS256")]
+    #[arg(long, env = "ONLYCHAT_JWT_ALGORITHM", default_value = "HS256", value_parser = ["HS256", "EdDSA", "RS256"])]
     pub jwt_algorithm: String,
+    /// PEM private key that signs tokens (EdDSA, RS256; gateway and standalone).
+    #[arg(long, env = "ONLYCHAT_JWT_KEY")]
+    pub jwt_key: Option<PathBuf>,
+    /// PEM public keys accepted for verification, comma separated (current and previous).
+    #[arg(long, env = "ONLYCHAT_JWT_PUBLIC_KEYS", value_delimiter = ',')]
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// Longest token lifetime (exp - iat) accepted; never shorter than --access-ttl.
+    #[arg(long, env = "ONLYCHAT_JWT_MAX_LIFETIME", default_value = "1h", value_parser = duration)]
+    pub jwt_max_lifetime: Duration,
     #[arg(long, env = "ONLYCHAT_JWT_ISSUER", default_value = "onlychat")]
     pub jwt_issuer: String,
     #[arg(long, env = "ONLYCHAT_JWT_AUDIENCE", default_value = "onlychat")]
@@ -81,9 +97,32 @@ pub struct TokenArgs {
     pub access_ttl: Duration,
     #[arg(long, env = "ONLYCHAT_REFRESH_TTL", default_value = "14d", value_parser = duration)]
     pub refresh_ttl: Duration,
-    /// Session policy; only `replace` is implemented so far.
+    /// `replace` (a new login ends the older session), `reject` (409 while one is live) or
+    /// `multi:N` (up to N sessions; the oldest beyond N ends).
     #[arg(long, env = "ONLYCHAT_SESSION_POLICY", default_value = "replace")]
-    pub session_policy: String,
+    pub session_policy: onlychat_auth::SessionPolicy,
+    /// After a refresh, repeating it with the same (now spent) refresh token within this grace
+    /// returns the same successor; a spent token presented later revokes the session (4003).
+    #[arg(long, env = "ONLYCHAT_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = duration)]
+    pub refresh_reuse_grace: Duration,
+}
+
+/// Login abuse limits (gateway, standalone): a bucket of `burst` attempts refilled at `rate`
+/// per second, per username and per client address; `0` turns a limit off.
+#[derive(Debug, Args)]
+pub struct LoginLimitArgs {
+    /// Login attempts per second per username, sustained.
+    #[arg(long, env = "ONLYCHAT_LOGIN_RATE_USER", default_value = "0.1", value_parser = rate)]
+    pub login_rate_user: f64,
+    /// Login attempts per username back to back.
+    #[arg(long, env = "ONLYCHAT_LOGIN_BURST_USER", default_value_t = 10)]
+    pub login_burst_user: u32,
+    /// Login attempts per second per client address, sustained.
+    #[arg(long, env = "ONLYCHAT_LOGIN_RATE_IP", default_value = "2", value_parser = rate)]
+    pub login_rate_ip: f64,
+    /// Login attempts per client address back to back.
+    #[arg(long, env = "ONLYCHAT_LOGIN_BURST_IP", default_value_t = 60)]
+    pub login_burst_ip: u32,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +220,8 @@ pub struct StandaloneArgs {
     #[command(flatten)]
     pub tokens: TokenArgs,
     #[command(flatten)]
+    pub limits: LoginLimitArgs,
+    #[command(flatten)]
     pub socket: SocketArgs,
     #[command(flatten)]
     pub data: DataArgs,
@@ -192,6 +233,8 @@ pub struct GatewayArgs {
     pub serve: ServeArgs,
     #[command(flatten)]
     pub tokens: TokenArgs,
+    #[command(flatten)]
+    pub limits: LoginLimitArgs,
     #[command(flatten)]
     pub redis: RedisArgs,
     #[arg(long, env = "ONLYCHAT_DATABASE_URL", hide_env_values = true)]

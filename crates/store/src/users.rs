@@ -131,6 +131,33 @@ impl Store {
         })
     }
 
+    /// Replaces a user's password hash; `NotFound` if there is no such user.
+    pub async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<(), StoreError> {
+        if uuid::Uuid::parse_str(user_id).is_err() {
+            return Err(StoreError::NotFound);
+        }
+        let changed = match self {
+            Self::Postgres(pool) => {
+                sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2::uuid")
+                    .bind(password_hash)
+                    .bind(user_id)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            Self::Sqlite(pool) => sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+                .bind(password_hash)
+                .bind(user_id)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     /// Adds a role to a user (idempotent); `NotFound` if there is no such user.
     pub async fn grant_role(&self, username: &str, role: &str) -> Result<(), StoreError> {
         let user = self

@@ -1,4 +1,4 @@
-//! `/v1/auth/*`: register, login, refresh, logout, me.
+//! `/v1/auth/*`: register, login (rate-limited), refresh, logout, me, password.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -15,6 +15,12 @@ pub struct Credentials {
     password: String,
     #[serde(default)]
     device: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
 }
 
 #[derive(Deserialize)]
@@ -39,13 +45,7 @@ pub async fn register(
             "usernames are 3-32 of a-z 0-9 _ . -",
         ));
     }
-    if !validate::password_ok(&password) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::WeakPassword,
-            "passwords are 8-256 characters",
-        ));
-    }
+    check_strength(&password)?;
     let hash = password::hash(password)
         .await
         .map_err(|e| ApiError::unavailable(&e))?;
@@ -54,7 +54,44 @@ pub async fn register(
     Ok(HttpResponse::Created().json(json!({"user_id": user.id, "username": user.username})))
 }
 
+fn check_strength(password: &str) -> Result<(), ApiError> {
+    if validate::password_ok(password) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::WeakPassword,
+        "passwords are 8-256 characters",
+    ))
+}
+
+/// Spends one login attempt of the client's address and one of the username (known or not, so
+/// the answer does not tell them apart); 429 with `Retry-After` when either bucket is empty.
+async fn limit_login(req: &HttpRequest, gw: &Gateway, username: &str) -> Result<(), ApiError> {
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let checks = [
+        (format!("login-ip:{ip}"), gw.login_limits.per_ip, "ip"),
+        (
+            format!("login-user:{}", username.to_lowercase()),
+            gw.login_limits.per_user,
+            "user",
+        ),
+    ];
+    for (key, limit, scope) in checks {
+        if let Some(wait) = gw.limiter.take(&key, limit).await? {
+            metrics::counter!("onlychat_auth_failures_total", "reason" => "rate_limited", "scope" => scope)
+                .increment(1);
+            return Err(ApiError::rate_limited(wait));
+        }
+    }
+    Ok(())
+}
+
 pub async fn login(
+    req: HttpRequest,
     gw: web::Data<Gateway>,
     body: web::Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
@@ -63,6 +100,7 @@ pub async fn login(
         password,
         device,
     } = body.into_inner();
+    limit_login(&req, &gw, &username).await?;
     let user = gw.store.user_by_name(&username).await?;
     // Unknown users cost one dummy verification, so both failures look and time the same.
     let ok = password::verify(password, user.as_ref().map(|u| u.password_hash.clone())).await;
@@ -106,13 +144,7 @@ pub async fn logout(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResp
 }
 
 pub async fn me(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
-    let claims = bearer::claims(&req, &gw.keys)?;
-    if !gw.sessions.is_live(&claims.sid).await? {
-        return Err(ApiError::unauthorized(
-            ErrorCode::SessionRevoked,
-            "this session has ended",
-        ));
-    }
+    let claims = live_claims(&req, &gw).await?;
     let user = gw
         .store
         .user_by_id(&claims.sub)
@@ -124,6 +156,58 @@ pub async fn me(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse
         "roles": user.roles,
         "session_id": claims.sid,
     })))
+}
+
+/// `POST /v1/auth/password`: needs the current password; every *other* session of the user
+/// ends with 4003 (whoever else held the old password is out), the caller's stays.
+pub async fn password(
+    req: HttpRequest,
+    gw: web::Data<Gateway>,
+    body: web::Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = live_claims(&req, &gw).await?;
+    let PasswordChange {
+        current_password,
+        new_password,
+    } = body.into_inner();
+    check_strength(&new_password)?;
+    let user = gw
+        .store
+        .user_by_id(&claims.sub)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if !password::verify(current_password, Some(user.password_hash)).await {
+        return Err(ApiError::unauthorized(
+            ErrorCode::InvalidCredentials,
+            "the current password is wrong",
+        ));
+    }
+    let hash = password::hash(new_password)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    gw.store.set_password(&user.id, &hash).await?;
+    for session in gw.sessions.sessions_of(&user.id).await? {
+        if session.sid != claims.sid {
+            gw.sessions.revoke(&session.sid, close::REVOKED).await?;
+        }
+    }
+    tracing::info!(user_id = %user.id, "password changed; other sessions revoked");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The bearer's claims, provided its session still stands (one session-store read).
+pub(crate) async fn live_claims(
+    req: &HttpRequest,
+    gw: &Gateway,
+) -> Result<onlychat_auth::Claims, ApiError> {
+    let claims = bearer::claims(req, &gw.keys)?;
+    if !gw.sessions.is_live(&claims.sid).await? {
+        return Err(ApiError::unauthorized(
+            ErrorCode::SessionRevoked,
+            "this session has ended",
+        ));
+    }
+    Ok(claims)
 }
 
 fn token_pair(
