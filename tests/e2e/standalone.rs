@@ -156,3 +156,32 @@ async fn standalone_keeps_history_positions_and_dedupe_across_a_restart() {
     drop(server);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_promote_works_against_a_running_standalones_database() {
+    let data_dir = std::env::temp_dir().join(unique("onlychat-standalone-"));
+    let server = standalone(&data_dir).await;
+    let http = Http::new(&server.base_url());
+    let name = unique("chief");
+    let before = http.user(&name).await;
+    let path = "/v1/admin/users?username=".to_owned() + &name;
+    assert_eq!(http.get(&path, Some(&before.access_token)).await.0, 403);
+    let output = std::process::Command::new(onlychat_e2e::process::binary())
+        .args(["user", "promote", &name, "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .expect("run onlychat user promote");
+    assert!(output.status.success(), "promote: {output:?}");
+    // Effective at the next refresh, without a new login.
+    let (status, next) = http
+        .post(
+            "/v1/auth/refresh",
+            &json!({"refresh_token": before.refresh_token}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{next}");
+    let token = next["access_token"].as_str().expect("token");
+    let (status, found) = http.get(&path, Some(token)).await;
+    assert_eq!((status, found["roles"].clone()), (200, json!(["admin"])));
+}
