@@ -265,6 +265,8 @@ async fn clients_of_a_killed_node_resume_on_the_other_without_losing_acked_messa
 async fn a_restarted_history_writer_stores_every_acked_message_once() {
     let options = ClusterOptions {
         history_writer: "off",
+        // 600 sends from one socket: more than the default burst.
+        env: vec![("ONLYCHAT_SEND_RATE", "0".to_owned())],
         ..ClusterOptions::default()
     };
     let cluster = Cluster::start_with(1, options).await;

@@ -141,6 +141,11 @@ impl Ws {
             .expect("send frame");
     }
 
+    /// Sends a JSON frame, ignoring a failure (the server may already have closed).
+    pub async fn send_lossy(&mut self, frame: Value) {
+        let _ = self.stream.send(Message::text(frame.to_string())).await;
+    }
+
     /// Sends raw text.
     pub async fn send_text(&mut self, text: &str) {
         self.stream

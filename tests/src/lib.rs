@@ -5,11 +5,13 @@
 
 pub mod client;
 pub mod process;
+pub mod raw;
 
 use std::time::Duration;
 
 pub use client::{Http, Ws};
 pub use process::{OwnKafka, OwnService, Proc, Services};
+pub use raw::RawWs;
 
 /// A shared secret every process of one test cluster uses.
 pub const TEST_SECRET: &str = "e2e-secret-that-is-at-least-32-bytes-long!";
@@ -34,6 +36,19 @@ where
 }
 
 /// A unique short name for per-test resources.
+/// Resident memory of a process in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The first of `n` free loopback ports in a row (for a service of a test's own).
 pub fn free_ports(n: u16) -> u16 {
     for _ in 0..100 {

@@ -118,6 +118,29 @@ fn log_dir() -> PathBuf {
 impl Proc {
     /// Starts `onlychat <args>` on 127.0.0.1:0 and waits until `/readyz` answers 200.
     pub async fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+        let proc = Self::launch(name, args, env).await;
+        let url = format!("{}/readyz", proc.base_url());
+        proc.wait_ready(&reqwest::Client::new(), &url).await;
+        proc
+    }
+
+    /// Like [`Proc::spawn`] for a process serving HTTPS (`--tls-cert`/`--tls-key` in `args` or
+    /// `env`): waits until `client`, which must trust its certificate, gets 200 from
+    /// `https://ADDR/readyz`.
+    pub async fn spawn_tls(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        client: &reqwest::Client,
+    ) -> Self {
+        let proc = Self::launch(name, args, env).await;
+        let url = format!("{}/readyz", proc.https_url());
+        proc.wait_ready(client, &url).await;
+        proc
+    }
+
+    /// Starts the process and waits for its "listening on" line.
+    async fn launch(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
         let log = log_dir().join(format!("{}-{name}.log", crate::unique("")));
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = Command::new(binary());
@@ -144,7 +167,6 @@ impl Proc {
             child,
         };
         proc.addr = proc.wait_listening().await;
-        proc.wait_ready().await;
         proc
     }
 
@@ -176,12 +198,10 @@ impl Proc {
         }
     }
 
-    async fn wait_ready(&self) {
-        let url = format!("{}/readyz", self.base_url());
-        let client = reqwest::Client::new();
+    async fn wait_ready(&self, client: &reqwest::Client, url: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = client.get(&url).send().await
+            if let Ok(r) = client.get(url).send().await
                 && r.status() == 200
             {
                 return;
@@ -202,6 +222,21 @@ impl Proc {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// The base URL of a process started with [`Proc::spawn_tls`].
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The `/ws` URL of a process started with [`Proc::spawn_tls`].
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}/ws", self.addr)
+    }
+
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The process's log so far (for failure messages).
@@ -227,6 +262,13 @@ impl Proc {
             .await
             .ok()
             .and_then(Result::ok)
+    }
+}
+
+impl Proc {
+    /// The process id (for reading its CPU time from `/proc`), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 
@@ -299,6 +341,20 @@ impl OwnService {
     /// The `redis://` URL of an own Redis.
     pub fn redis_url(&self) -> String {
         format!("redis://{}", self.address)
+    }
+
+    /// Starts a PostgreSQL server on `port` (role `onlychat`, as the shared one).
+    pub fn postgres(port: u16) -> Self {
+        Self::start_with(
+            "postgres",
+            port,
+            vec![("ONLYCHAT_SVC_PG_PORT".to_owned(), port.to_string())],
+        )
+    }
+
+    /// The admin URL of an own PostgreSQL (its `postgres` database), for [`Services`].
+    pub fn pg_admin_url(&self) -> String {
+        format!("postgres://onlychat:onlychat@{}/postgres", self.address)
     }
 
     pub fn stop(&self) {

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{TcpSettings, socket2};
+use redis::{AsyncCommands, IntoConnectionInfo, Script};
 use tokio::sync::broadcast;
 
 use crate::revocation::Revocation;
@@ -110,8 +111,71 @@ const REVOKE_LUA: &str = r"
 return end_session(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 ";
 
-/// How long the revocation listener waits before reconnecting to Redis.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+/// How long the revocation listener waits before its first reconnect, and at most between two.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(250);
+const RESUBSCRIBE_DELAY_MAX: Duration = Duration::from_secs(2);
+/// Bound on each step of (re)subscribing.
+const FEED_STEP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Hard bound on one session-store operation (a login, a refresh, a readiness ping), whatever
+/// the connection manager does underneath: the caller answers 503 rather than hang.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The connection manager's defaults retry a lost connection six times with exponential
+/// backoff (up to ~12 s with jitter) while every command waits on it; a login must instead fail
+/// within about a second when Redis is away. The next command after a failed reconnect starts
+/// another one, so nothing is lost by giving up early. The response timeout (500 ms by default)
+/// is raised so that a loaded but healthy Redis does not turn logins into 503s.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_millis(400))
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+}
+
+/// TCP keepalive on every connection to Redis. The revocation subscription is idle most of the
+/// time; if Redis vanishes without closing the connection (host lost, network partition), the
+/// kernel's probes find out within about 25 s and the feed resubscribes. A PING would do the
+/// same but would be a Redis command, and a node must cost Redis nothing while it idles. The
+/// user timeout bounds how long sent data may go unacknowledged.
+fn with_keepalive(tcp: &TcpSettings) -> TcpSettings {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    tcp.clone()
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(10))
+}
+
+/// Runs one Redis command (or script) under [`OP_TIMEOUT`].
+async fn bounded<T>(
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionError::Unavailable(format!(
+            "no answer from Redis within {OP_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Runs one step of the revocation feed under [`FEED_STEP_TIMEOUT`].
+async fn step<T>(
+    what: &'static str,
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(FEED_STEP_TIMEOUT, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "timed out",
+                what.to_owned(),
+            )))
+        })
+}
 
 /// Sessions kept in Redis, shared by every gateway and node.
 pub struct RedisSessions {
@@ -134,8 +198,10 @@ impl RedisSessions {
         ttls: SessionTtls,
         policy: SessionPolicy,
     ) -> Result<Arc<Self>, SessionError> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client.clone()).await?;
+        let info = url.into_connection_info()?;
+        let tcp = with_keepalive(info.tcp_settings());
+        let client = redis::Client::open(info.set_tcp_settings(tcp))?;
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config()).await?;
         Ok(Arc::new(Self {
             client,
             conn,
@@ -159,18 +225,34 @@ impl RedisSessions {
     }
 
     /// Listens on the revocation channel for ever: subscribe, then replay the revocations in
-    /// force, then forward each published one; on any error, reconnect and do it again.
+    /// force, then forward each published one; on any error, reconnect and do it again. The
+    /// replay after each (re)subscription covers revocations published while this process was
+    /// not subscribed (Redis down, connection lost): their sockets close then.
     async fn listen(
         client: redis::Client,
         channel: String,
         revoked_key: String,
         tx: broadcast::Sender<Revocation>,
     ) {
+        let mut failures = 0u32;
         loop {
-            if let Err(e) = Self::listen_once(&client, &channel, &revoked_key, &tx).await {
-                tracing::warn!(error = %e, "revocation feed lost; resubscribing");
+            let mut subscribed = false;
+            if let Err(e) =
+                Self::listen_once(&client, &channel, &revoked_key, &tx, &mut subscribed).await
+            {
+                if subscribed {
+                    failures = 0;
+                }
+                // The first loss is worth a warning; a Redis that stays away is not, each time.
+                if failures.is_multiple_of(20) {
+                    tracing::warn!(error = %e, failures, "revocation feed lost; resubscribing");
+                }
+                failures += 1;
             }
-            tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+            let backoff = RESUBSCRIBE_DELAY
+                .saturating_mul(1 << failures.saturating_sub(1).min(4))
+                .min(RESUBSCRIBE_DELAY_MAX);
+            tokio::time::sleep(backoff).await;
         }
     }
 
@@ -179,18 +261,26 @@ impl RedisSessions {
         channel: &str,
         revoked_key: &str,
         tx: &broadcast::Sender<Revocation>,
+        subscribed: &mut bool,
     ) -> redis::RedisResult<()> {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut pubsub = step("pubsub connect", client.get_async_pubsub()).await?;
+        step("subscribe", pubsub.subscribe(channel)).await?;
+        let mut conn = step("connect", client.get_multiplexed_async_connection()).await?;
         let now = chrono::Utc::now().timestamp();
-        let in_force: Vec<String> = conn.zrangebyscore(revoked_key, now, "+inf").await?;
+        let in_force: Vec<String> =
+            step("read revoked", conn.zrangebyscore(revoked_key, now, "+inf")).await?;
+        drop(conn);
+        *subscribed = true;
+        tracing::info!(
+            channel,
+            in_force = in_force.len(),
+            "revocation feed subscribed"
+        );
         for text in in_force {
             if let Ok(revocation) = serde_json::from_str(&text) {
                 let _ = tx.send(revocation);
             }
         }
-        tracing::info!(channel, "revocation feed subscribed");
         let mut messages = pubsub.into_on_message();
         while let Some(msg) = messages.next().await {
             let Ok(text) = msg.get_payload::<String>() else {
@@ -226,22 +316,23 @@ impl SessionStore for RedisSessions {
         let now = chrono::Utc::now();
         let mut conn = self.conn.clone();
         let (policy, limit) = self.policy.wire();
-        let created: i64 = self
-            .login
-            .arg(&self.prefix)
-            .arg(user_id)
-            .arg(&sid)
-            .arg(hash_refresh_token(&refresh_token))
-            .arg(device)
-            .arg(now.timestamp_millis())
-            .arg(ttl_secs(self.ttls.refresh))
-            .arg(revoked_until(&self.ttls))
-            .arg(now.timestamp())
-            .arg(policy)
-            .arg(limit)
-            .arg(millis(self.ttls.access))
-            .invoke_async(&mut conn)
-            .await?;
+        let created: i64 = bounded(
+            self.login
+                .arg(&self.prefix)
+                .arg(user_id)
+                .arg(&sid)
+                .arg(hash_refresh_token(&refresh_token))
+                .arg(device)
+                .arg(now.timestamp_millis())
+                .arg(ttl_secs(self.ttls.refresh))
+                .arg(revoked_until(&self.ttls))
+                .arg(now.timestamp())
+                .arg(policy)
+                .arg(limit)
+                .arg(millis(self.ttls.access))
+                .invoke_async(&mut conn),
+        )
+        .await?;
         if created == 0 {
             return Err(SessionError::Active);
         }
@@ -255,18 +346,19 @@ impl SessionStore for RedisSessions {
     async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, SessionError> {
         let next = new_refresh_token();
         let mut conn = self.conn.clone();
-        let found: Option<Vec<String>> = self
-            .refresh
-            .arg(&self.prefix)
-            .arg(hash_refresh_token(refresh_token))
-            .arg(hash_refresh_token(&next))
-            .arg(chrono::Utc::now().timestamp_millis())
-            .arg(ttl_secs(self.ttls.refresh))
-            .arg(millis(self.ttls.reuse_grace))
-            .arg(revoked_until(&self.ttls))
-            .arg(seal_successor(&next, refresh_token))
-            .invoke_async(&mut conn)
-            .await?;
+        let found: Option<Vec<String>> = bounded(
+            self.refresh
+                .arg(&self.prefix)
+                .arg(hash_refresh_token(refresh_token))
+                .arg(hash_refresh_token(&next))
+                .arg(chrono::Utc::now().timestamp_millis())
+                .arg(ttl_secs(self.ttls.refresh))
+                .arg(millis(self.ttls.reuse_grace))
+                .arg(revoked_until(&self.ttls))
+                .arg(seal_successor(&next, refresh_token))
+                .invoke_async(&mut conn),
+        )
+        .await?;
         match found.as_deref() {
             Some([sid, user_id]) => Ok(LoginGrant {
                 user_id: user_id.clone(),
@@ -285,31 +377,31 @@ impl SessionStore for RedisSessions {
 
     async fn revoke(&self, sid: &str, code: u16) -> Result<bool, SessionError> {
         let mut conn = self.conn.clone();
-        let ended: i64 = self
-            .revoke
-            .arg(&self.prefix)
-            .arg(sid)
-            .arg(code)
-            .arg(revoked_until(&self.ttls))
-            .invoke_async(&mut conn)
-            .await?;
+        let ended: i64 = bounded(
+            self.revoke
+                .arg(&self.prefix)
+                .arg(sid)
+                .arg(code)
+                .arg(revoked_until(&self.ttls))
+                .invoke_async(&mut conn),
+        )
+        .await?;
         Ok(ended == 1)
     }
 
     async fn is_live(&self, sid: &str) -> Result<bool, SessionError> {
         let mut conn = self.conn.clone();
-        Ok(conn.exists(self.key(&format!("session:{sid}"))).await?)
+        bounded(conn.exists(self.key(&format!("session:{sid}")))).await
     }
 
     async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionInfo>, SessionError> {
         let mut conn = self.conn.clone();
-        let sids: Vec<String> = conn
-            .zrange(self.key(&format!("user:{user_id}:sessions")), 0, -1)
-            .await?;
+        let sids: Vec<String> =
+            bounded(conn.zrange(self.key(&format!("user:{user_id}:sessions")), 0, -1)).await?;
         let mut out = Vec::with_capacity(sids.len());
         for sid in sids {
             let fields: std::collections::HashMap<String, String> =
-                conn.hgetall(self.key(&format!("session:{sid}"))).await?;
+                bounded(conn.hgetall(self.key(&format!("session:{sid}")))).await?;
             let ms = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
             if fields.contains_key("user_id") {
                 out.push(SessionInfo {
@@ -339,7 +431,7 @@ impl SessionStore for RedisSessions {
 
     async fn ping(&self) -> Result<(), SessionError> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::probe::{self, Reachability};
 use crate::{Bus, BusError, Delivered, DeliverySink, partition_for};
 
 /// How to reach Kafka and shape the topic.
@@ -41,6 +42,8 @@ pub struct KafkaBus {
     partitions: i32,
     epoch: String,
     ready: Arc<AtomicBool>,
+    /// Whether a broker answers now (probed only once consuming, i.e. on nodes).
+    reachability: Arc<Reachability>,
 }
 
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +90,7 @@ impl KafkaBus {
             partitions,
             epoch,
             ready: Arc::new(AtomicBool::new(false)),
+            reachability: Arc::new(Reachability::default()),
         })
     }
 
@@ -262,11 +266,25 @@ impl Bus for KafkaBus {
         }
         self.ready.store(catching_up.is_empty(), Ordering::SeqCst);
         tokio::spawn(consume(consumer, sink, catching_up, self.ready.clone()));
+        tokio::spawn(probe::run(
+            self.producer.clone(),
+            self.settings.topic.clone(),
+            self.reachability.clone(),
+        ));
         Ok(())
     }
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    fn not_ready_reason(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some("bus consumer not positioned".to_owned());
+        }
+        self.reachability
+            .reason()
+            .map(|why| format!("message log unreachable: {why}"))
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {

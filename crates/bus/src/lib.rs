@@ -7,6 +7,7 @@ mod kafka;
 mod kafka_group;
 mod memory;
 mod partitioner;
+mod probe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +66,14 @@ pub trait Bus: Send + Sync {
         sink: Arc<dyn DeliverySink>,
         lookback: Duration,
     ) -> Result<(), BusError>;
-    /// Whether the consumer is assigned and has read the log up to its end as of the start.
+    /// Whether the consumer is assigned and has read the log up to its end as of the start
+    /// (the condition for exact join seams; it stays true once reached).
     fn is_ready(&self) -> bool;
+    /// Why the bus is not ready for `/readyz`, or `None` when it is: not positioned yet, or
+    /// (Kafka) no broker answering right now.
+    fn not_ready_reason(&self) -> Option<String> {
+        (!self.is_ready()).then(|| "bus consumer not positioned".to_owned())
+    }
     /// Waits (bounded) until every accepted event has been acknowledged by the log.
     async fn flush(&self, timeout: Duration) -> Result<(), BusError>;
 }

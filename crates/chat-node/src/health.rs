@@ -1,7 +1,13 @@
-//! Node readiness: its session store answers, its consumer is positioned on every partition,
-//! and it is not draining.
+//! Node readiness: its session store answers, its consumer is positioned on every partition
+//! and a broker answers, and it is not draining. Each check is bounded so that `/readyz`
+//! answers within about a second even while a dependency hangs.
+
+use std::time::Duration;
 
 use crate::Node;
+
+/// How long the session store may take to answer a readiness ping.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Node {
     /// Why the node is not ready; empty when it is.
@@ -10,11 +16,13 @@ impl Node {
         if self.shutdown.is_cancelled() {
             reasons.push("draining".to_owned());
         }
-        if !self.deps.bus.is_ready() {
-            reasons.push("bus consumer not positioned".to_owned());
+        if let Some(why) = self.deps.bus.not_ready_reason() {
+            reasons.push(why);
         }
-        if let Err(e) = self.deps.sessions.ping().await {
-            reasons.push(format!("session store: {e}"));
+        match tokio::time::timeout(CHECK_TIMEOUT, self.deps.sessions.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => reasons.push(format!("session store: {e}")),
+            Err(_) => reasons.push(format!("session store: no answer within {CHECK_TIMEOUT:?}")),
         }
         reasons
     }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod connection;
+mod frame_guard;
 mod health;
 pub mod presence;
 mod recent;
@@ -19,7 +20,7 @@ mod replay;
 mod upgrade;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::web;
@@ -57,7 +58,22 @@ pub struct NodeSettings {
     /// How long an ack waits for this node to read its own message back from the log (after
     /// the broker acknowledged it) before answering `unavailable`.
     pub read_back_timeout: Duration,
+    /// `send` and `typing` frames per second per connection, sustained; `0` turns it off.
+    pub send_rate: f64,
+    /// `send` and `typing` frames per connection back to back.
+    pub send_burst: u32,
+    /// Open sockets this node holds at most; an upgrade beyond gets 503. `0` is no cap.
+    pub max_connections: usize,
+    /// Most request headers an upgrade may carry (431 beyond).
+    pub max_upgrade_headers: usize,
+    /// Most bytes of request headers (names and values) an upgrade may carry (431 beyond).
+    pub max_upgrade_header_bytes: usize,
+    /// Test-only fault injection: a `send` whose body is [`PANIC_BODY`] panics its handler.
+    pub fault_injection: bool,
 }
+
+/// The body that makes a `send` handler panic when fault injection is on (tests only).
+pub const PANIC_BODY: &str = "onlychat-fault-injection:panic";
 
 impl Default for NodeSettings {
     fn default() -> Self {
@@ -74,6 +90,12 @@ impl Default for NodeSettings {
             replay_per_room: 1000,
             replay_max: 10_000,
             read_back_timeout: Duration::from_secs(10),
+            send_rate: 10.0,
+            send_burst: 500,
+            max_connections: 10_000,
+            max_upgrade_headers: 64,
+            max_upgrade_header_bytes: 8 * 1024,
+            fault_injection: false,
         }
     }
 }
@@ -97,6 +119,17 @@ pub struct Node {
     revoked: Arc<RevokedSet>,
     shutdown: CancellationToken,
     next_conn_id: AtomicU64,
+    /// Sockets open on this node, authenticated or not (the `--max-connections` cap).
+    sockets: Arc<AtomicUsize>,
+}
+
+/// One socket's place under the connection cap; given back when dropped.
+pub(crate) struct SocketSlot(Arc<AtomicUsize>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Node {
@@ -126,6 +159,7 @@ impl Node {
             revoked: Arc::new(RevokedSet::default()),
             shutdown: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
+            sockets: Arc::new(AtomicUsize::new(0)),
         });
         tokio::spawn(watch_revocations(node.clone()));
         tokio::spawn(refresh_presence(node.clone()));
@@ -159,6 +193,14 @@ impl Node {
     /// Flushes the bus producer within `timeout`.
     pub async fn flush(&self, timeout: Duration) -> Result<(), onlychat_bus::BusError> {
         self.deps.bus.flush(timeout).await
+    }
+
+    /// A place for one more socket, or `None` when the node is full.
+    pub(crate) fn claim_socket(&self) -> Option<SocketSlot> {
+        let cap = self.settings.max_connections;
+        let taken = self.sockets.fetch_add(1, Ordering::AcqRel);
+        let slot = SocketSlot(self.sockets.clone());
+        (cap == 0 || taken < cap).then_some(slot)
     }
 
     fn next_conn_id(&self) -> u64 {

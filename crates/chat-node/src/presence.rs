@@ -5,11 +5,32 @@
 //! removes them on leave; entries of a node that died expire after three heartbeats. In
 //! standalone the node's own registry is the whole truth. If Redis is unreachable, `online`
 //! falls back to this node's members rather than failing the join.
+//!
+//! Every roster command is bounded ([`ROSTER_TIMEOUT`]): the connection manager would otherwise
+//! make a `join` wait through its whole reconnect backoff (seconds) while Redis is away, and a
+//! join must not stall a socket's frame loop for the sake of a best-effort roster.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+
+/// How long a join, leave or refresh waits for the roster before going on without it.
+pub const ROSTER_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Runs one roster command under [`ROSTER_TIMEOUT`].
+async fn bounded<T>(
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(ROSTER_TIMEOUT, op)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer from Redis in time",
+            )))
+        })
+}
 
 /// Where the cluster-wide roster lives.
 #[derive(Clone)]
@@ -47,17 +68,20 @@ impl Presence {
         };
         let key = Self::key(prefix, room);
         let now = chrono::Utc::now().timestamp_millis();
-        let result: redis::RedisResult<Vec<String>> = redis::pipe()
-            .zadd(&key, format!("{node_id}|{user_id}"), Self::expiry(*ttl))
-            .ignore()
-            .zrembyscore(&key, "-inf", now)
-            .ignore()
-            .pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
-            .ignore()
-            .zrange(&key, 0, -1)
-            .query_async::<(Vec<String>,)>(&mut conn.clone())
-            .await
-            .map(|(members,)| members);
+        let mut conn = conn.clone();
+        let result: redis::RedisResult<Vec<String>> = bounded(
+            redis::pipe()
+                .zadd(&key, format!("{node_id}|{user_id}"), Self::expiry(*ttl))
+                .ignore()
+                .zrembyscore(&key, "-inf", now)
+                .ignore()
+                .pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+                .ignore()
+                .zrange(&key, 0, -1)
+                .query_async::<(Vec<String>,)>(&mut conn),
+        )
+        .await
+        .map(|(members,)| members);
         match result {
             Ok(members) => {
                 let mut users: BTreeSet<String> = members
@@ -86,11 +110,14 @@ impl Presence {
         else {
             return;
         };
-        let result: redis::RedisResult<i64> = redis::cmd("ZREM")
-            .arg(Self::key(prefix, room))
-            .arg(format!("{node_id}|{user_id}"))
-            .query_async(&mut conn.clone())
-            .await;
+        let mut conn = conn.clone();
+        let result: redis::RedisResult<i64> = bounded(
+            redis::cmd("ZREM")
+                .arg(Self::key(prefix, room))
+                .arg(format!("{node_id}|{user_id}"))
+                .query_async(&mut conn),
+        )
+        .await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "presence roster unavailable; entry will expire");
         }
@@ -121,7 +148,8 @@ impl Presence {
             pipe.pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
                 .ignore();
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn.clone()).await {
+        let mut conn = conn.clone();
+        if let Err(e) = bounded(pipe.query_async::<()>(&mut conn)).await {
             tracing::warn!(error = %e, "presence refresh failed");
         }
     }

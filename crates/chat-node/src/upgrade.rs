@@ -1,5 +1,6 @@
 //! The `/ws` upgrade request. Everything that can be refused with an HTTP status is refused
-//! here, before the upgrade: draining or still starting (503), origin (403), a bad `Authorization` header (401).
+//! here, before the upgrade: draining, still starting or full (503), too many or too large
+//! headers (431), origin (403), a bad `Authorization` header (401).
 //! A query-string token is refused *after* the upgrade with close 1008, because a browser
 //! cannot read the status of a failed upgrade.
 
@@ -9,6 +10,7 @@ use onlychat_protocol::{ErrorCode, close, error_body};
 
 use crate::Node;
 use crate::connection;
+use crate::frame_guard::FrameGuard;
 
 fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(error_body(code, message))
@@ -44,6 +46,18 @@ pub(crate) fn admit(node: &Node, token: &str) -> Result<Claims, (ErrorCode, u16)
     Ok(claims)
 }
 
+/// Whether the request's headers stay within the node's count and size limits. (actix-web
+/// itself refuses heads over 128 KiB with 431 and over 96 headers with 400 before this runs.)
+fn headers_within_limits(node: &Node, req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    headers.len() <= node.settings.max_upgrade_headers
+        && bytes <= node.settings.max_upgrade_header_bytes
+}
+
 pub async fn ws(
     req: HttpRequest,
     body: web::Payload,
@@ -65,6 +79,21 @@ pub async fn ws(
             "this node is still starting",
         ));
     }
+    if !headers_within_limits(&node, &req) {
+        return Ok(refuse(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::TooLarge,
+            "too many or too large request headers",
+        ));
+    }
+    let Some(slot) = node.claim_socket() else {
+        metrics::counter!("onlychat_upgrades_refused_total", "reason" => "full").increment(1);
+        return Ok(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "this node holds all the connections it may; try another",
+        ));
+    };
     if !origin_allowed(&node, &req) {
         return Ok(refuse(
             StatusCode::FORBIDDEN,
@@ -101,6 +130,12 @@ pub async fn ws(
         }
         _ => None,
     };
+    // The size limit is enforced on the raw bytes first, so an oversized frame is never buffered.
+    let guarded: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>>>,
+    > = Box::pin(FrameGuard::new(body, node.settings.max_frame_bytes));
+    let mut payload = actix_web::dev::Payload::from(guarded);
+    let body = <web::Payload as actix_web::FromRequest>::from_request(&req, &mut payload).await?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
         .max_frame_size(node.settings.max_frame_bytes)
@@ -108,13 +143,20 @@ pub async fn ws(
         .max_continuation_size(node.settings.max_frame_bytes);
     let node = node.into_inner();
     if query_token {
-        actix_web::rt::spawn(connection::refuse(
-            session,
-            close::POLICY,
-            "tokens in the query string are refused",
-        ));
+        actix_web::rt::spawn(async move {
+            connection::refuse(
+                session,
+                close::POLICY,
+                "tokens in the query string are refused",
+            )
+            .await;
+            drop(slot);
+        });
     } else {
-        actix_web::rt::spawn(connection::run(node, session, stream, claims));
+        actix_web::rt::spawn(async move {
+            connection::run(node, session, stream, claims).await;
+            drop(slot);
+        });
     }
     Ok(response)
 }

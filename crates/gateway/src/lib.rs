@@ -16,6 +16,9 @@ use onlychat_store::Store;
 
 pub use error::ApiError;
 
+/// How long each dependency may take to answer a readiness check.
+pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Largest accepted JSON body.
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
 
@@ -61,15 +64,27 @@ impl Gateway {
             .configure(routes::configure);
     }
 
-    /// Why the gateway is not ready; empty when it is.
+    /// Why the gateway is not ready; empty when it is. The database and the session store are
+    /// asked at once, each bounded by [`READY_CHECK_TIMEOUT`], so `/readyz` answers promptly
+    /// even while one of them hangs (a pool acquire alone may wait 5 s). Kafka is not a
+    /// readiness condition here: the API serves logins and history without it.
     pub async fn not_ready_reasons(&self) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if let Err(e) = self.store.ping().await {
-            reasons.push(format!("database: {e}"));
-        }
-        if let Err(e) = self.sessions.ping().await {
-            reasons.push(format!("session store: {e}"));
-        }
-        reasons
+        let (database, sessions) = tokio::join!(
+            ready_check("database", self.store.ping()),
+            ready_check("session store", self.sessions.ping()),
+        );
+        database.into_iter().chain(sessions).collect()
+    }
+}
+
+/// One readiness check under [`READY_CHECK_TIMEOUT`]: `None` if it passed, else the reason.
+async fn ready_check<E: std::fmt::Display>(
+    what: &str,
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> Option<String> {
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, check).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{what}: {e}")),
+        Err(_) => Some(format!("{what}: no answer within {READY_CHECK_TIMEOUT:?}")),
     }
 }

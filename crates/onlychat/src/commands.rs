@@ -164,14 +164,18 @@ fn node_settings(serve: &ServeArgs, socket: &SocketArgs) -> NodeSettings {
         heartbeat: socket.heartbeat_interval,
         auth_timeout: socket.auth_timeout,
         max_frame_bytes: usize::try_from(socket.max_frame_bytes).unwrap_or(65_536),
-        max_rooms_per_connection: socket.max_rooms,
+        max_rooms_per_connection: match socket.max_rooms {
+            0 => usize::MAX,
+            n => n,
+        },
+        send_rate: socket.send_rate,
+        send_burst: socket.send_burst,
+        max_connections: socket.max_connections,
+        max_upgrade_headers: socket.max_upgrade_headers,
+        max_upgrade_header_bytes: socket.max_upgrade_header_bytes,
+        fault_injection: socket.fault_injection,
         outbound_queue: usize::try_from(socket.outbound_queue).unwrap_or(1024),
-        allowed_origins: socket
-            .allowed_origins
-            .iter()
-            .filter(|o| !o.is_empty())
-            .cloned()
-            .collect(),
+        allowed_origins: serve::allowed_origins(serve),
         dedupe_window: socket.delivery.dedupe_window,
         replay_per_room: socket.delivery.replay_buffer,
         replay_max: socket.delivery.replay_max,
@@ -217,6 +221,7 @@ fn restrict_permissions(path: &Path) -> anyhow::Result<()> {
 }
 
 async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+    let listener = serve::Listener::new(&args.serve, GATEWAY_LISTEN)?;
     std::fs::create_dir_all(&args.data.data_dir).with_context(|| {
         format!(
             "cannot create the data dir {}",
@@ -275,15 +280,13 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     };
     let node = Node::start(node_settings(&args.serve, &args.socket), deps).await?;
     node.remember(recent);
-    let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
     tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
     serve::run(
-        listen,
+        listener,
         Parts {
             gateway: Some(gateway),
             node: Some(node),
         },
-        args.serve.shutdown_timeout,
     )
     .await
 }
@@ -336,6 +339,7 @@ fn spawn_history_writer(
 }
 
 async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let listener = serve::Listener::new(&args.serve, GATEWAY_LISTEN)?;
     let keys = signing_keys(&args.tokens, configured_secret(&args.tokens))?;
     let store = connect_store(&args.database_url).await?;
     let sessions = redis_sessions(&args.redis, &args.tokens).await?;
@@ -353,27 +357,26 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         epoch,
         login_limits: login_limits(&args.limits),
     });
-    let listen = args.serve.listen.as_deref().unwrap_or(GATEWAY_LISTEN);
     serve::run(
-        listen,
+        listener,
         Parts {
             gateway: Some(gateway),
             node: None,
         },
-        args.serve.shutdown_timeout,
     )
     .await
 }
 
 async fn history_only(args: HistoryArgs) -> anyhow::Result<()> {
+    let listener = serve::Listener::new(&args.serve, HISTORY_LISTEN)?;
     let store = connect_store(&args.database_url).await?;
     let bus = kafka(&args.kafka, node_id(&args.serve)).await?;
     spawn_history_writer(bus, store, &args.writer)?;
-    let listen = args.serve.listen.as_deref().unwrap_or(HISTORY_LISTEN);
-    serve::run(listen, Parts::default(), args.serve.shutdown_timeout).await
+    serve::run(listener, Parts::default()).await
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let listener = serve::Listener::new(&args.serve, NODE_LISTEN)?;
     // A send is answered within twice the produce timeout: the broker's ack, then reading it back.
     let keys = keys(&args.tokens, configured_secret(&args.tokens))?;
     let settings = NodeSettings {
@@ -408,14 +411,12 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         history,
     };
     let node = Node::start(settings, deps).await?;
-    let listen = args.serve.listen.as_deref().unwrap_or(NODE_LISTEN);
     serve::run(
-        listen,
+        listener,
         Parts {
             gateway: None,
             node: Some(node),
         },
-        args.serve.shutdown_timeout,
     )
     .await
 }

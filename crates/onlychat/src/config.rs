@@ -69,6 +69,21 @@ pub struct ServeArgs {
     /// Longest time to finish in-flight work after SIGTERM.
     #[arg(long, env = "ONLYCHAT_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration)]
     pub shutdown_timeout: Duration,
+    /// PEM certificate chain (leaf first); with --tls-key, the listener serves HTTPS and WSS.
+    #[arg(long, env = "ONLYCHAT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "ONLYCHAT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Allowed WebSocket Origins and CORS origins (`scheme://host[:port]`), comma separated;
+    /// empty allows any.
+    #[arg(
+        long,
+        env = "ONLYCHAT_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Access and refresh tokens.
@@ -161,20 +176,34 @@ pub struct SocketArgs {
     /// Largest WebSocket frame or reassembled message, in bytes (at least 65536).
     #[arg(long, env = "ONLYCHAT_MAX_FRAME_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(65_536..=16_777_216))]
     pub max_frame_bytes: u64,
-    /// Rooms one connection may be in at once.
+    /// Rooms one connection may be in at once (0 = no cap).
     #[arg(long, env = "ONLYCHAT_MAX_ROOMS", default_value_t = 100)]
     pub max_rooms: usize,
+    /// `send`/`typing` frames per second per connection, sustained (0 = off).
+    #[arg(long, env = "ONLYCHAT_SEND_RATE", default_value = "10", value_parser = rate)]
+    pub send_rate: f64,
+    /// `send`/`typing` frames per connection back to back before `rate_limited`.
+    #[arg(long, env = "ONLYCHAT_SEND_BURST", default_value_t = 500)]
+    pub send_burst: u32,
+    /// Open sockets per node; more upgrades get 503 (0 = no cap).
+    #[arg(long, env = "ONLYCHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Most request headers on an upgrade (431 beyond).
+    #[arg(long, env = "ONLYCHAT_MAX_UPGRADE_HEADERS", default_value_t = 64)]
+    pub max_upgrade_headers: usize,
+    /// Most bytes of request headers on an upgrade (431 beyond).
+    #[arg(
+        long,
+        env = "ONLYCHAT_MAX_UPGRADE_HEADER_BYTES",
+        default_value_t = 8192
+    )]
+    pub max_upgrade_header_bytes: usize,
+    /// Tests only: a `send` with the fault-injection body panics its handler.
+    #[arg(long, env = "ONLYCHAT_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
     /// Frames queued for one connection before it is closed as too slow (4008).
     #[arg(long, env = "ONLYCHAT_OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..))]
     pub outbound_queue: u64,
-    /// Allowed WebSocket Origins and CORS origins, comma separated; empty allows any.
-    #[arg(
-        long,
-        env = "ONLYCHAT_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        default_value = ""
-    )]
-    pub allowed_origins: Vec<String>,
     #[command(flatten)]
     pub delivery: DeliveryArgs,
 }

@@ -1,9 +1,13 @@
-//! The HTTP server every process runs: its routes, `/healthz`, `/readyz`, `/metrics`, and the
-//! shutdown sequence (first SIGTERM/SIGINT drains, a second one exits at once).
+//! The HTTP server every process runs: its listener (plain or TLS), CORS, its routes,
+//! `/healthz`, `/readyz`, `/metrics`, and the shutdown sequence (first SIGTERM/SIGINT drains, a
+//! second one exits at once).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_cors::Cors;
+use actix_web::http::{Method, Uri, header};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use onlychat_chat_node::Node;
@@ -11,7 +15,142 @@ use onlychat_gateway::Gateway;
 use onlychat_protocol::{ErrorCode, error_body};
 use serde_json::json;
 
+use crate::ConfigError;
+use crate::config::ServeArgs;
 use crate::telemetry;
+
+/// How one process listens, read and checked from `ServeArgs` before anything else starts.
+pub struct Listener {
+    addr: String,
+    tls: Option<rustls::ServerConfig>,
+    origins: Vec<String>,
+    shutdown_timeout: Duration,
+}
+
+impl Listener {
+    /// Loads the TLS files and checks the origins; a bad setting is a one-line `ConfigError`.
+    pub fn new(args: &ServeArgs, default_addr: &str) -> anyhow::Result<Self> {
+        let origins = allowed_origins(args);
+        if let Some(bad) = origins.iter().find(|o| !is_origin(o)) {
+            return Err(config_error(format!(
+                "--allowed-origins (ONLYCHAT_ALLOWED_ORIGINS): {bad:?} is not an origin like \
+                 https://chat.example or http://127.0.0.1:3000 (scheme and host, no path); \
+                 leave the list empty to allow any"
+            )));
+        }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+            (Some(_), None) => {
+                return Err(config_error(
+                    "--tls-key (ONLYCHAT_TLS_KEY) is required with --tls-cert (ONLYCHAT_TLS_CERT)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(config_error(
+                    "--tls-cert (ONLYCHAT_TLS_CERT) is required with --tls-key (ONLYCHAT_TLS_KEY)",
+                ));
+            }
+        };
+        Ok(Self {
+            addr: args
+                .listen
+                .clone()
+                .unwrap_or_else(|| default_addr.to_owned()),
+            tls,
+            origins,
+            shutdown_timeout: args.shutdown_timeout,
+        })
+    }
+}
+
+/// `--allowed-origins` without blanks; empty means any origin.
+pub fn allowed_origins(args: &ServeArgs) -> Vec<String> {
+    args.allowed_origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn config_error(message: impl Into<String>) -> anyhow::Error {
+    ConfigError(message.into()).into()
+}
+
+/// An origin as browsers send it: `http(s)://host[:port]`, nothing after the authority (a
+/// trailing slash or path would never match an `Origin` header).
+fn is_origin(text: &str) -> bool {
+    let Ok(uri) = text.parse::<Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some()
+        && !text.ends_with('/')
+        && uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+}
+
+/// The rustls server settings from PEM files, with the ring provider (the one already linked
+/// for sqlx; no second crypto library).
+fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::{self, PemObject};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    const CERT: &str = "--tls-cert (ONLYCHAT_TLS_CERT)";
+    const KEY: &str = "--tls-key (ONLYCHAT_TLS_KEY)";
+    let pem_error = |flag: &str, path: &Path, section: &str, e: pem::Error| {
+        let reason = match e {
+            pem::Error::Io(e) => format!("cannot read it: {e}"),
+            pem::Error::NoItemsFound => format!("no {section} section in it"),
+            e => format!("not valid PEM: {e}"),
+        };
+        config_error(format!("{flag}: {}: {reason}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| pem_error(CERT, cert, "CERTIFICATE", e))?;
+    if chain.is_empty() {
+        return Err(pem_error(
+            CERT,
+            cert,
+            "CERTIFICATE",
+            pem::Error::NoItemsFound,
+        ));
+    }
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(KEY, key, "PRIVATE KEY", e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, private))
+        .map_err(|e| {
+            let reason = match e {
+                rustls::Error::InconsistentKeys(_) => {
+                    "the private key does not belong to the certificate".to_owned()
+                }
+                e => e.to_string(),
+            };
+            config_error(format!("{CERT} and {KEY}: {reason}"))
+        })
+}
+
+/// CORS for the whole app. Preflights are answered here; a request from an origin not on a
+/// non-empty list is still served but gets no CORS headers (the browser then withholds the
+/// response), so the node's own `Origin` check can answer a WebSocket upgrade with 403.
+fn cors(origins: &[String]) -> Cors {
+    let cors = Cors::default()
+        .allowed_methods([Method::GET, Method::POST])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER])
+        .block_on_origin_mismatch(false)
+        .max_age(3600);
+    if origins.is_empty() {
+        // Echoes the request's Origin (never `*`); no credentials are involved (bearer tokens).
+        return cors.allow_any_origin();
+    }
+    origins.iter().fold(cors, |cors, o| cors.allowed_origin(o))
+}
 
 /// What one process serves.
 #[derive(Clone, Default)]
@@ -56,12 +195,15 @@ async fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(error_body(ErrorCode::NotFound, "no such endpoint"))
 }
 
-/// Serves `parts` on `listen` until a signal, then drains within `shutdown_timeout`.
-pub async fn run(listen: &str, parts: Parts, shutdown_timeout: Duration) -> anyhow::Result<()> {
+/// Serves `parts` on the listener until a signal, then drains within its shutdown timeout.
+pub async fn run(listener: Listener, parts: Parts) -> anyhow::Result<()> {
     telemetry::spawn_upkeep();
+    let shutdown_timeout = listener.shutdown_timeout;
     let app_parts = parts.clone();
+    let origins = listener.origins.clone();
     let server = HttpServer::new(move || {
         let mut app = App::new()
+            .wrap(cors(&origins))
             .app_data(web::Data::new(app_parts.clone()))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -75,13 +217,18 @@ pub async fn run(listen: &str, parts: Parts, shutdown_timeout: Duration) -> anyh
         app.default_service(web::to(not_found))
     })
     .disable_signals()
-    .shutdown_timeout(shutdown_timeout.as_secs().max(1))
-    .bind(listen)
+    .shutdown_timeout(shutdown_timeout.as_secs().max(1));
+    let listen = &listener.addr;
+    let tls = listener.tls.is_some();
+    let server = match listener.tls {
+        Some(tls) => server.bind_rustls_0_23(listen, tls),
+        None => server.bind(listen),
+    }
     .with_context(|| format!("cannot listen on {listen}"))?;
     let addrs = server.addrs();
     let server = server.run();
     let handle = server.handle();
-    tracing::info!(addresses = ?addrs, "listening");
+    tracing::info!(addresses = ?addrs, tls, origins = ?listener.origins, "listening");
     // Tests and tools read this line to learn the port when listening on :0.
     eprintln!(
         "onlychat listening on {}",

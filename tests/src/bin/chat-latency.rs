@@ -24,7 +24,12 @@ async fn main() {
     let messages = args.first().copied().unwrap_or(5000);
     let receivers = args.get(1).copied().unwrap_or(4);
     let rate = args.get(2).copied().unwrap_or(0);
-    let cluster = Cluster::start(2).await;
+    // A benchmark sender outruns the per-connection send limit on purpose.
+    let options = onlychat_e2e::ClusterOptions {
+        env: vec![("ONLYCHAT_SEND_RATE", "0".to_owned())],
+        ..onlychat_e2e::ClusterOptions::default()
+    };
+    let cluster = Cluster::start_with(2, options).await;
     let http = cluster.http();
     let sender = http.user(&unique("sender")).await;
     let mut tx = Ws::connect(&cluster.ws_url(0), &sender.access_token).await;

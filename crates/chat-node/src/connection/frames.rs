@@ -14,6 +14,7 @@ use onlychat_protocol::{
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use super::flood::{Flood, Verdict};
 use crate::Node;
 use crate::recent::Original;
 use crate::registry::ConnHandle;
@@ -27,6 +28,9 @@ pub(crate) struct Conn {
     in_flight: Arc<Semaphore>,
     /// Frames the socket writer sends before anything queued (a join's `joined` and replay).
     pub(crate) direct: Vec<Arc<str>>,
+    flood: Flood,
+    /// Set when a frame's handling decided the socket must close (flooding: 4029).
+    pub(crate) close_with: Option<u16>,
 }
 
 fn error(
@@ -54,6 +58,8 @@ impl Conn {
     pub(crate) fn new(node: Arc<Node>, handle: ConnHandle, claims: Claims) -> Self {
         let in_flight = Arc::new(Semaphore::new(node.settings.max_in_flight_sends));
         Self {
+            flood: Flood::new(node.settings.send_rate, node.settings.send_burst),
+            close_with: None,
             node,
             handle,
             claims,
@@ -98,6 +104,28 @@ impl Conn {
             Err(err) => return self.reply(ServerFrame::error(err)),
         };
         let r#ref = inbound.r#ref;
+        if let ClientFrame::Send { room, .. } | ClientFrame::Typing { room } = &inbound.frame {
+            match self.flood.check(Instant::now()) {
+                Verdict::Pass => {}
+                Verdict::Limited => {
+                    let client_id = match &inbound.frame {
+                        ClientFrame::Send { client_id, .. } => Some(client_id.clone()),
+                        _ => None,
+                    };
+                    return self.reply(ServerFrame::Error {
+                        code: ErrorCode::RateLimited,
+                        message: "too many messages; slow down".into(),
+                        r#ref,
+                        room: Some(room.clone()),
+                        client_id,
+                    });
+                }
+                Verdict::Close => {
+                    self.close_with = Some(onlychat_protocol::close::RATE_LIMITED);
+                    return;
+                }
+            }
+        }
         match inbound.frame {
             ClientFrame::Auth { .. } => {
                 self.reply(error(
@@ -175,6 +203,10 @@ impl Conn {
     }
 
     async fn send(&mut self, room: String, body: String, client_id: String, r#ref: Option<String>) {
+        assert!(
+            !(self.node.settings.fault_injection && body == crate::PANIC_BODY),
+            "fault injection: a panic in a frame handler"
+        );
         if !self.rooms.contains(&room) {
             return self.reply(ServerFrame::Error {
                 code: ErrorCode::NotJoined,

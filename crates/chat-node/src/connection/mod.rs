@@ -2,10 +2,14 @@
 //! switch (eviction, slow consumer, drain), the heartbeat tick and the token's expiry.
 //! `frames.rs` holds what each client frame does; this file is the socket adapter around it.
 
+mod flood;
 mod frames;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use onlychat_auth::Claims;
@@ -14,18 +18,32 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
 use crate::Node;
+use crate::frame_guard::is_overflow;
 use crate::registry::ConnHandle;
 use crate::upgrade::admit;
 pub(crate) use frames::Conn;
 
-/// Closes a socket at once with `code`.
+/// Closes a socket at once with `code`; a peer that does not even take the close frame within
+/// [`CLOSE_WRITE_LIMIT`] is just dropped.
 pub async fn refuse(session: Session, code: u16, reason: &str) {
-    let _ = session
-        .close(Some(CloseReason {
-            code: CloseCode::from(code),
-            description: Some(reason.to_owned()),
-        }))
-        .await;
+    let close = session.close(Some(CloseReason {
+        code: CloseCode::from(code),
+        description: Some(reason.to_owned()),
+    }));
+    let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, close).await;
+}
+
+/// How long a close frame may wait for a full socket.
+const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Writes one frame. A peer that does not take it within `limit` (its socket and the session's
+/// buffer stay full: it stopped reading) is too slow: `Err(Some(4008))`. `Err(None)`: gone.
+async fn write(session: &mut Session, text: String, limit: Duration) -> Result<(), Option<u16>> {
+    match tokio::time::timeout(limit, session.text(text)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some(close::TOO_SLOW)),
+    }
 }
 
 /// Waits for the first frame to be a valid `auth` (browser flow).
@@ -106,20 +124,41 @@ async fn serve(
             _ = kill.changed() => break (*kill.borrow()).unwrap_or(close::INTERNAL),
             () = node.shutdown.cancelled() => break close::GOING_AWAY_RESTART,
             () = sleep_until(expiry) => break close::TOKEN_EXPIRED,
+            // Nothing heard (not even a pong) for two intervals: the peer is gone.
+            () = sleep_until(last_heard + heartbeat * 2) => {
+                tracing::debug!("peer silent for two heartbeats; dropping it");
+                metrics::counter!("onlychat_dead_peers_total").increment(1);
+                return None;
+            }
             Some(text) = outbound.recv() => {
-                if session.text(text.to_string()).await.is_err() {
-                    return None;
+                match write(&mut session, text.to_string(), heartbeat).await {
+                    Ok(()) => {}
+                    Err(Some(code)) => break code,
+                    Err(None) => return None,
                 }
             }
             msg = stream.recv() => {
                 last_heard = Instant::now();
                 match msg {
                     Some(Ok(AggregatedMessage::Text(text))) => {
-                        conn.on_text(&text).await;
+                        // A bug in one frame's handling ends this socket (1011), never the node,
+                        // and the socket still leaves its rooms through `finish`.
+                        let handled = AssertUnwindSafe(conn.on_text(&text)).catch_unwind().await;
+                        if handled.is_err() {
+                            tracing::error!("a frame handler panicked; closing that socket with 1011");
+                            metrics::counter!("onlychat_connection_panics_total").increment(1);
+                            break close::INTERNAL;
+                        }
+                        let mut stalled = None;
                         for frame in std::mem::take(&mut conn.direct) {
-                            if session.text(frame.to_string()).await.is_err() {
-                                return None;
+                            match write(&mut session, frame.to_string(), heartbeat).await {
+                                Ok(()) => {}
+                                Err(Some(code)) => stalled = Some(code),
+                                Err(None) => return None,
                             }
+                        }
+                        if let Some(code) = stalled.or_else(|| conn.close_with.take()) {
+                            break code;
                         }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => conn.reply(ServerFrame::Error {
@@ -139,15 +178,17 @@ async fn serve(
                         let _ = session.close(None).await;
                         return None;
                     }
+                    // Both raised before the rest of the frame or message is buffered: a frame
+                    // header over the limit, or a fragment that takes the message over it.
                     Some(Err(actix_ws::ProtocolError::Overflow)) => break close::TOO_BIG,
+                    Some(Err(actix_ws::ProtocolError::Io(e))) if is_overflow(&e) => break close::TOO_BIG,
+                    // A text frame (or reassembled message) that is not UTF-8: nothing of it
+                    // reached `on_text`. (Reserved bits are InvalidData too, but a 1002.)
+                    Some(Err(actix_ws::ProtocolError::Io(e))) if is_bad_utf8(&e) => break close::INVALID_UTF8,
                     Some(Err(_)) => break close::PROTOCOL_ERROR,
                 }
             }
             _ = tick.tick() => {
-                if last_heard.elapsed() > heartbeat * 2 {
-                    tracing::debug!("peer missed two heartbeats; closing");
-                    return None;
-                }
                 if session.ping(b"").await.is_err() {
                     return None;
                 }
@@ -160,6 +201,13 @@ async fn serve(
     }
     refuse(session, code, reason_for(code)).await;
     Some(code)
+}
+
+/// Whether the codec refused a text frame or message for not being UTF-8 (its error message is
+/// the `Utf8Error`'s: "invalid utf-8 sequence ..." or "incomplete utf-8 byte sequence ...").
+fn is_bad_utf8(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidData
+        && e.to_string().to_ascii_lowercase().contains("utf-8")
 }
 
 /// Longest a draining socket waits for the answers to its in-flight sends.
@@ -198,6 +246,9 @@ fn reason_for(code: u16) -> &'static str {
         close::LOGGED_OUT => "logged out",
         close::REPLACED => "session replaced by a newer login",
         close::TOKEN_EXPIRED => "access token expired",
+        close::RATE_LIMITED => "rate limit exceeded repeatedly",
+        close::INVALID_UTF8 => "text frame is not valid UTF-8",
+        close::INTERNAL => "internal error",
         close::REVOKED => "session revoked",
         close::TOO_SLOW => "too slow: outbound queue overflowed",
         close::GOING_AWAY_RESTART => "node shutting down",
