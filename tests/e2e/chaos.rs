@@ -48,6 +48,8 @@ async fn a_broker_outage_loses_no_acked_message_and_heals_by_itself() {
     };
     let options = ClusterOptions {
         services: Some(services),
+        // The sender's socket is not read while the test stops and starts the broker.
+        env: vec![("ONLYCHAT_HEARTBEAT_INTERVAL", "30s".to_owned())],
         ..ClusterOptions::default()
     };
     let cluster = Cluster::start_with(2, options).await;

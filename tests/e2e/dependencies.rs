@@ -121,12 +121,16 @@ async fn wait_readiness(
 ) -> Duration {
     let started = Instant::now();
     let what = format!("{base}/readyz to answer {status} ({reason:?})");
-    eventually(within, &what, || async {
+    let body = eventually(within, &what, || async {
         let answer = readyz(base).await;
         let reasons = answer.body["reasons"].to_string();
-        (answer.status == status && reason.is_none_or(|r| reasons.contains(r))).then_some(())
+        (answer.status == status && reason.is_none_or(|r| reasons.contains(r)))
+            .then_some(answer.body)
     })
     .await;
+    if status != 200 {
+        eprintln!("{base}/readyz: {status} {body}");
+    }
     started.elapsed()
 }
 
@@ -272,9 +276,13 @@ async fn a_redis_outage_keeps_sockets_chatting_refuses_logins_with_503_and_heals
     // (its token is checked without Redis).
     chat(&mut a, &mut b, "deps", "during-1").await;
     chat(&mut b, &mut a, "deps", "during-2").await;
-    let joining = Instant::now();
-    a.join("deps-2").await;
-    let join_took = joining.elapsed();
+    // (The roster in Redis is best effort: each join waits at most 1 s for it.)
+    let mut join_took = Duration::ZERO;
+    for room in ["deps-2", "deps-3", "deps-4"] {
+        let joining = Instant::now();
+        a.join(room).await;
+        join_took = join_took.max(joining.elapsed());
+    }
     assert!(
         join_took < Duration::from_secs(3),
         "a join took {join_took:?}"
@@ -282,6 +290,10 @@ async fn a_redis_outage_keeps_sockets_chatting_refuses_logins_with_503_and_heals
     let mut a2 = Ws::connect(&cluster.ws_url(1), &alice.access_token).await;
     a2.join("deps").await;
     chat(&mut b, &mut a2, "deps", "during-3").await;
+    // What needs only PostgreSQL and the token still works: registering, reading history.
+    http.register(&unique("newcomer")).await;
+    let answer = history(&base, &alice.access_token, "deps").await;
+    assert_eq!(answer.status, 200, "history without Redis: {}", answer.body);
     // Login and refresh: 503 `unavailable` with Retry-After, quickly, never 401.
     let mut slowest = Duration::ZERO;
     for _ in 0..3 {
@@ -294,7 +306,7 @@ async fn a_redis_outage_keeps_sockets_chatting_refuses_logins_with_503_and_heals
     }
     eprintln!(
         "redis down: /readyz 503 (gateway, node1, node2) after {noticed:?}; login/refresh \
-         refused with 503 in at most {slowest:?}; a join took {join_took:?}"
+         refused with 503 in at most {slowest:?}; joins took at most {join_took:?}"
     );
     // The outage lasts at least 10 s (long enough for every reconnect backoff to reach its
     // cap), with messages going both ways all along.
@@ -431,7 +443,7 @@ async fn a_postgres_outage_keeps_chat_going_refuses_login_and_history_and_the_wr
     assert_eq!(answer.status, 503, "login: {}", answer.body);
     assert_eq!(answer.body["error"]["code"], "unavailable");
     assert!(answer.retry_after.is_some(), "login: Retry-After");
-    // The pool waits out its acquire timeout (5 s) before giving up on the database.
+    // The pool waits out its acquire timeout (2 s) before giving up on the database.
     assert!(
         answer.took < Duration::from_secs(8),
         "login took {:?}",
@@ -442,6 +454,9 @@ async fn a_postgres_outage_keeps_chat_going_refuses_login_and_history_and_the_wr
     assert_eq!(answer.status, 503, "history: {}", answer.body);
     assert!(answer.retry_after.is_some(), "history: Retry-After");
     let history_took = answer.took;
+    // A refresh is refused too, but does not spend the token (the user is read first).
+    let answer = refresh(&base, &bob.refresh_token).await;
+    assert_eq!(answer.status, 503, "refresh: {}", answer.body);
     // Chat goes on in both directions while the database is away.
     for i in 0..15 {
         acked.push(chat(&mut a, &mut b, "pg", &format!("a{i}")).await);
@@ -466,6 +481,12 @@ async fn a_postgres_outage_keeps_chat_going_refuses_login_and_history_and_the_wr
         },
     )
     .await;
+    let answer = refresh(&base, &bob.refresh_token).await;
+    assert_eq!(
+        answer.status, 200,
+        "the refresh token refused during the outage still works: {}",
+        answer.body
+    );
     let token = http.login(&alice_name).await.access_token;
     // The writer catches up: every acked message is in history exactly once.
     let wanted: HashMap<String, String> = acked
@@ -550,6 +571,8 @@ async fn a_broker_outage_turns_node_readiness_503_without_spinning_and_back_to_2
     let cluster = Cluster::start_with(1, options(services, &[])).await;
     let (node, base) = (cluster.nodes[0].base_url(), cluster.gateway.base_url());
     let user = cluster.http().user(&unique("kim")).await;
+    let other = unique("lee");
+    cluster.http().register(&other).await;
     let mut ws = Ws::connect(&cluster.ws_url(0), &user.access_token).await;
     ws.join("kafka").await;
 
@@ -568,6 +591,9 @@ async fn a_broker_outage_turns_node_readiness_503_without_spinning_and_back_to_2
         200,
         "gateway ready without Kafka"
     );
+    let relogin = cluster.http().login(&other).await;
+    let answer = history(&base, &relogin.access_token, "kafka").await;
+    assert_eq!(answer.status, 200, "history without Kafka: {}", answer.body);
     // Ten seconds of outage, polled like a load balancer would: CPU stays near idle.
     let pids = [
         ("node", cluster.nodes[0].pid().expect("node pid")),
@@ -598,12 +624,13 @@ async fn a_broker_outage_turns_node_readiness_503_without_spinning_and_back_to_2
         );
     }
     answers_ping(&mut ws).await;
+    // A new socket is admitted and joins while the broker is away.
+    let mut peer = Ws::connect(&cluster.ws_url(0), &user.access_token).await;
+    peer.join("kafka").await;
     let outage = down.elapsed();
 
     kafka.restart();
     let ready = wait_readiness(&node, 200, None, Duration::from_secs(30)).await;
-    let mut peer = Ws::connect(&cluster.ws_url(0), &user.access_token).await;
-    peer.join("kafka").await;
     let resumed = Instant::now();
     chat(&mut ws, &mut peer, "kafka", "after").await;
     eprintln!(

@@ -261,7 +261,15 @@ async fn concurrent_refreshes_share_one_successor_and_reuse_revokes_the_session(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_lives_on_a_refreshed_token_and_closes_4002_when_it_runs_out() {
-    let cluster = Cluster::start_with(1, options(&[("ONLYCHAT_ACCESS_TTL", "6s")])).await;
+    let cluster = Cluster::start_with(
+        1,
+        options(&[
+            ("ONLYCHAT_ACCESS_TTL", "6s"),
+            // The test sleeps without reading; no heartbeat may drop it meanwhile.
+            ("ONLYCHAT_HEARTBEAT_INTERVAL", "30s"),
+        ]),
+    )
+    .await;
     let http = cluster.http();
     let user = http.user(&unique("longlived")).await;
     let other = http.user(&unique("other")).await;

@@ -129,7 +129,9 @@ impl Cluster {
                 ("ONLYCHAT_JWT_SECRET", TEST_SECRET.to_owned()),
                 ("ONLYCHAT_REDIS_URL", services.redis_url.clone()),
                 ("ONLYCHAT_REDIS_KEY_PREFIX", prefix.clone()),
-                ("ONLYCHAT_HEARTBEAT_INTERVAL", "2s".to_owned()),
+                // Short enough for tests about presence, long enough that a test client busy
+                // elsewhere for a few seconds (not reading, so not answering pings) stays.
+                ("ONLYCHAT_HEARTBEAT_INTERVAL", "5s".to_owned()),
                 ("ONLYCHAT_AUTH_TIMEOUT", "2s".to_owned()),
                 // Tests log in many users from one address; the limit tests turn them on.
                 ("ONLYCHAT_LOGIN_RATE_USER", "0".to_owned()),

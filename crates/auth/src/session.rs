@@ -150,6 +150,9 @@ pub trait SessionStore: Send + Sync {
     /// Spends a refresh token and issues its successor in the same session; a spent token
     /// presented again after the grace revokes the session (4003).
     async fn refresh(&self, refresh_token: &str) -> Result<LoginGrant, SessionError>;
+    /// The user a refresh token belongs to (live or spent-and-remembered), spending nothing:
+    /// the gateway reads the user before it rotates, so a database outage cannot burn a token.
+    async fn owner(&self, refresh_token: &str) -> Result<Option<String>, SessionError>;
     /// Ends a session; its sockets close with `code`. Returns false if it was not live.
     async fn revoke(&self, sid: &str, code: u16) -> Result<bool, SessionError>;
     /// Whether the session stands.

@@ -178,6 +178,18 @@ impl SessionStore for MemorySessions {
         Ok(self.end(&mut state, sid, code))
     }
 
+    async fn owner(&self, refresh_token: &str) -> Result<Option<String>, SessionError> {
+        let state = self.lock();
+        let hash = hash_refresh_token(refresh_token);
+        let sid = state
+            .by_refresh
+            .get(&hash)
+            .or_else(|| state.spent.get(&hash).map(|(sid, _, _)| sid));
+        Ok(sid
+            .and_then(|sid| state.sessions.get(sid))
+            .map(|s| s.user_id.clone()))
+    }
+
     async fn is_live(&self, sid: &str) -> Result<bool, SessionError> {
         Ok(self.lock().sessions.contains_key(sid))
     }

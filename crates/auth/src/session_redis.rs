@@ -106,6 +106,19 @@ end_session(p, ssid, 4003, expires)
 return false
 ";
 
+/// ARGV: prefix, token_hash. The user id of the session a refresh token (live, or spent and
+/// still remembered) belongs to, or false; spends nothing.
+const OWNER_LUA: &str = r"
+local p, h = ARGV[1], ARGV[2]
+local sid = redis.call('GET', p .. 'refresh:' .. h)
+if not sid then
+  local spent = redis.call('GET', p .. 'spent:' .. h)
+  if spent then sid = string.match(spent, '^(%S+)') end
+end
+if not sid then return false end
+return redis.call('HGET', p .. 'session:' .. sid, 'user_id')
+";
+
 /// ARGV: prefix, sid, code, revoked_until.
 const REVOKE_LUA: &str = r"
 return end_session(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
@@ -186,6 +199,7 @@ pub struct RedisSessions {
     policy: SessionPolicy,
     login: Script,
     refresh: Script,
+    owner: Script,
     revoke: Script,
     feed: OnceLock<broadcast::Sender<Revocation>>,
 }
@@ -210,6 +224,7 @@ impl RedisSessions {
             policy,
             login: Script::new(&format!("{END_SESSION_LUA}{LOGIN_LUA}")),
             refresh: Script::new(&format!("{END_SESSION_LUA}{REFRESH_LUA}")),
+            owner: Script::new(OWNER_LUA),
             revoke: Script::new(&format!("{END_SESSION_LUA}{REVOKE_LUA}")),
             feed: OnceLock::new(),
         }))
@@ -217,6 +232,12 @@ impl RedisSessions {
 
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
+    }
+
+    /// The store's connection to Redis (bounded reconnects, see `manager_config`), for other
+    /// best-effort users of the same Redis such as a node's presence roster.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// Login rate limits kept in the same Redis, under the same key prefix.
@@ -387,6 +408,17 @@ impl SessionStore for RedisSessions {
         )
         .await?;
         Ok(ended == 1)
+    }
+
+    async fn owner(&self, refresh_token: &str) -> Result<Option<String>, SessionError> {
+        let mut conn = self.conn.clone();
+        bounded(
+            self.owner
+                .arg(&self.prefix)
+                .arg(hash_refresh_token(refresh_token))
+                .invoke_async(&mut conn),
+        )
+        .await
     }
 
     async fn is_live(&self, sid: &str) -> Result<bool, SessionError> {

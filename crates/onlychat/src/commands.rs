@@ -393,11 +393,10 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let redis = redis::Client::open(args.redis.redis_url.as_str()).context("--redis-url")?;
+    // Presence shares the session store's connection: its short timeouts and keepalive make a
+    // join during a Redis outage fail fast instead of waiting out the crate's retries.
     let presence = Presence::Redis {
-        conn: redis::aio::ConnectionManager::new(redis)
-            .await
-            .context("cannot connect to Redis (--redis-url)")?,
+        conn: sessions.connection(),
         prefix: args.redis.redis_key_prefix.clone(),
         node_id: settings.node_id.clone(),
         ttl: settings.heartbeat * 3,

@@ -125,9 +125,22 @@ pub async fn refresh(
     gw: web::Data<Gateway>,
     body: web::Json<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let invalid = || {
+        ApiError::unauthorized(
+            ErrorCode::InvalidRefreshToken,
+            "the refresh token is unknown, spent or expired",
+        )
+    };
+    // The user is read (fresh roles and name: a promotion counts from here) *before* the token
+    // is spent, so a database outage answers 503 and leaves the token usable.
+    let owner = gw
+        .sessions
+        .owner(&body.refresh_token)
+        .await?
+        .ok_or_else(invalid)?;
+    let user = gw.store.user_by_id(&owner).await?;
     let grant = gw.sessions.refresh(&body.refresh_token).await?;
-    // Roles and name are read fresh, so a promotion takes effect at the next refresh.
-    let Some(user) = gw.store.user_by_id(&grant.user_id).await? else {
+    let Some(user) = user.filter(|u| u.id == grant.user_id) else {
         gw.sessions.revoke(&grant.sid, close::REVOKED).await?;
         return Err(ApiError::unauthorized(
             ErrorCode::InvalidRefreshToken,
