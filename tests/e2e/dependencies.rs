@@ -443,7 +443,7 @@ async fn a_postgres_outage_keeps_chat_going_refuses_login_and_history_and_the_wr
     assert_eq!(answer.status, 503, "login: {}", answer.body);
     assert_eq!(answer.body["error"]["code"], "unavailable");
     assert!(answer.retry_after.is_some(), "login: Retry-After");
-    // The pool waits out its acquire timeout (2 s) before giving up on the database.
+    // The pool waits out its acquire timeout (5 s) before giving up on the database.
     assert!(
         answer.took < Duration::from_secs(8),
         "login took {:?}",

@@ -313,8 +313,11 @@ async fn a_peer_that_stops_answering_pings_is_dropped_and_a_quiet_one_stays() {
     };
     assert_eq!(leave["user_id"], ghost.user_id.as_str());
     let after = dropped.await.expect("dead peer");
+    // Two intervals of 1 s, plus up to 1 s for the TCP teardown to reach the raw client on a
+    // busy machine (the node's own timer fires at two intervals; it is the server-side fact
+    // the presence leave above shows).
     assert!(
-        after < Duration::from_millis(2600),
+        after < Duration::from_millis(3000),
         "closed within two intervals (+ slack): {after:?}"
     );
     eprintln!("dead peer: dropped and its presence cleared {after:?} after it went silent");

@@ -41,7 +41,7 @@ impl Store {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(std::time::Duration::from_secs(2))
+                .acquire_timeout(std::time::Duration::from_secs(5))
                 .connect(url)
                 .await?;
             Ok(Self::Postgres(pool))
