@@ -5,6 +5,7 @@
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -- ARGS    extra arguments for `cargo test` (e.g. a test name filter)
+#   ONLYCHAT_FUZZ_SECONDS=N    seconds per fuzz target in the last phase (default 20, 0 skips)
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,8 +29,15 @@ cargo build --workspace --all-targets --locked
 
 phase "tests"
 export ONLYCHAT_TEST_LOG_DIR=${ONLYCHAT_TEST_LOG_DIR:-$PWD/target/e2e-logs}
-if ! cargo test --workspace --locked "${extra[@]}"; then
+if ! cargo test --workspace --locked --no-fail-fast "${extra[@]}"; then
   echo "test.sh: tests failed; process logs are in $ONLYCHAT_TEST_LOG_DIR" >&2
   exit 1
+fi
+
+# Bounded fuzzing of client frames and access tokens (fuzz/, scripts/fuzz.sh); 0 skips it.
+fuzz_seconds=${ONLYCHAT_FUZZ_SECONDS:-20}
+if ((fuzz_seconds > 0)); then
+  phase "fuzz (${fuzz_seconds}s per target)"
+  scripts/fuzz.sh "$fuzz_seconds"
 fi
 phase "done"

@@ -217,7 +217,8 @@ impl JwtKeys {
             sid: sid.to_owned(),
             iat: now,
             nbf: now,
-            exp: now + i64::try_from(self.rules.ttl.as_secs()).unwrap_or(i64::MAX / 2),
+            exp: now
+                .saturating_add(i64::try_from(self.rules.ttl.as_secs()).unwrap_or(i64::MAX / 2)),
             jti: uuid::Uuid::new_v4().to_string(),
             iss: self.rules.issuer.clone(),
             aud: self.rules.audience.clone(),
@@ -258,7 +259,9 @@ impl JwtKeys {
         let now = chrono::Utc::now().timestamp();
         let leeway = i64::try_from(CLOCK_LEEWAY_SECS).unwrap_or(0);
         let max = i64::try_from(self.rules.max_lifetime.as_secs()).unwrap_or(i64::MAX / 4);
-        if claims.iat > now + leeway || claims.exp.saturating_sub(claims.iat) > max + leeway {
+        if claims.iat > now + leeway
+            || claims.exp.saturating_sub(claims.iat) > max.saturating_add(leeway)
+        {
             return Err(TokenError::Invalid);
         }
         Ok(claims)
