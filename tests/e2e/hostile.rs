@@ -523,3 +523,33 @@ async fn a_panic_in_one_connection_closes_only_that_socket_with_1011() {
 fn onlychat_chat_node_panic_body() -> &'static str {
     "onlychat-fault-injection:panic"
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start_with(1, env(&[("ONLYCHAT_REQUEST_HEAD_TIMEOUT", "1s")])).await;
+    let mut slow = tokio::net::TcpStream::connect(&cluster.nodes[0].addr)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        .await
+        .expect("partial head");
+    // Never the blank line that ends the head: the node answers 408 and closes.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the node kept a half-sent request open for 5 s"
+    );
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert!(took < Duration::from_secs(3), "cut off after {took:?}");
+    // The node still serves everyone else.
+    let user = cluster.http().user(&unique("after")).await;
+    Ws::connect(&cluster.ws_url(0), &user.access_token).await;
+}

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// Longest time to finish in-flight work after SIGTERM.
     #[arg(long, env = "ONLYCHAT_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration)]
     pub shutdown_timeout: Duration,
+    /// Time a client has to send a whole request head (slow-header clients get 408 and are
+    /// closed); the WebSocket `auth` frame has its own `--auth-timeout`.
+    #[arg(long, env = "ONLYCHAT_REQUEST_HEAD_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub request_head_timeout: Duration,
     /// PEM certificate chain (leaf first); with --tls-key, the listener serves HTTPS and WSS.
     #[arg(long, env = "ONLYCHAT_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

@@ -25,6 +25,7 @@ pub struct Listener {
     tls: Option<rustls::ServerConfig>,
     origins: Vec<String>,
     shutdown_timeout: Duration,
+    request_head_timeout: Duration,
 }
 
 impl Listener {
@@ -60,6 +61,7 @@ impl Listener {
             tls,
             origins,
             shutdown_timeout: args.shutdown_timeout,
+            request_head_timeout: args.request_head_timeout,
         })
     }
 }
@@ -217,6 +219,7 @@ pub async fn run(listener: Listener, parts: Parts) -> anyhow::Result<()> {
         app.default_service(web::to(not_found))
     })
     .disable_signals()
+    .client_request_timeout(listener.request_head_timeout)
     .shutdown_timeout(shutdown_timeout.as_secs().max(1));
     let listen = &listener.addr;
     let tls = listener.tls.is_some();
