@@ -272,7 +272,7 @@ impl JwtKeys {
 mod tests {
     use super::*;
 
-    fn rules() -> TokenRules {
+    pub(super) fn rules() -> TokenRules {
         TokenRules {
             issuer: "onlychat".into(),
             audience: "onlychat".into(),
@@ -324,16 +324,8 @@ mod tests {
 
 #[cfg(test)]
 mod asymmetric_tests {
+    use super::tests::rules;
     use super::*;
-
-    fn rules() -> TokenRules {
-        TokenRules {
-            issuer: "onlychat".into(),
-            audience: "onlychat".into(),
-            ttl: Duration::from_secs(60),
-            max_lifetime: Duration::from_secs(3600),
-        }
-    }
 
     fn pem(name: &str) -> Vec<u8> {
         std::fs::read(format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"))).expect("test key")
