@@ -472,7 +472,11 @@ async fn memory_stays_flat_while_rounds_of_clients_send_oversized_frames() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let baseline = onlychat_e2e::rss_kib(pid);
     let mut peak = baseline;
-    for round in 1..=3 {
+    let rounds: usize = std::env::var("ONLYCHAT_HOSTILE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for round in 1..=rounds {
         let sampling = tokio::spawn(async move {
             let mut peak = 0;
             for _ in 0..100 {
@@ -488,10 +492,12 @@ async fn memory_stays_flat_while_rounds_of_clients_send_oversized_frames() {
         eprintln!(
             "round {round}: {clients} oversized clients, node RSS {after} KiB (baseline {baseline} KiB)"
         );
-        assert!(
-            after * 100 < baseline * 105,
-            "round {round}: RSS {after} KiB is 5% or more over the baseline {baseline} KiB"
-        );
+        if std::env::var("ONLYCHAT_HOSTILE_OBSERVE").is_err() {
+            assert!(
+                after * 100 < baseline * 105,
+                "round {round}: RSS {after} KiB is 5% or more over the baseline {baseline} KiB"
+            );
+        }
     }
     let _ = stop_tx.send(true);
     let samples = pinger.await.expect("pinger");
