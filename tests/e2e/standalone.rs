@@ -99,11 +99,27 @@ async fn standalone_keeps_history_positions_and_dedupe_across_a_restart() {
     }
     assert!(acks.iter().all(|a| a["type"] == "ack"), "{acks:?}");
     let epoch = a.join("log").await["epoch"].clone();
+    let old_token = alice.access_token.clone();
     drop(a);
     drop(server);
 
     let server = standalone(&data_dir).await;
     let http = Http::new(&server.base_url());
+    // Sessions lived in the old process: its tokens are refused everywhere, /ws included.
+    match Ws::open(&server.ws_url(), Some(&old_token)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 401);
+        }
+        other => panic!(
+            "an access token from before the restart was not refused: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let (status, body) = http.get("/v1/auth/me", Some(&old_token)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("session_revoked"))
+    );
     let alice = http.login("alice").await;
     let mut a = Ws::connect(&server.ws_url(), &alice.access_token).await;
     // Resume from the fifth message: the same epoch, the 15 after it, in order.
@@ -119,6 +135,10 @@ async fn standalone_keeps_history_positions_and_dedupe_across_a_restart() {
         let message = a.expect("message").await;
         assert_eq!(message["body"], format!("m{i}"));
         assert_eq!(message["position"], ack["position"]);
+    }
+    // ...and nothing after them: no message replayed twice.
+    while let Some(frame) = a.try_recv(std::time::Duration::from_millis(500)).await {
+        assert_ne!(frame["type"], "message", "replayed again: {frame}");
     }
     // A resend of a message acked before the restart gets the original ack; nothing new.
     a.send(json!({"type": "send", "room": "log", "body": "m3", "client_id": "s3"}))

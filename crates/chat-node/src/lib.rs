@@ -70,6 +70,9 @@ pub struct NodeSettings {
     pub max_upgrade_header_bytes: usize,
     /// Test-only fault injection: a `send` whose body is [`PANIC_BODY`] panics its handler.
     pub fault_injection: bool,
+    /// Tokens issued before this (unix seconds) are refused as revoked. Standalone sets it to
+    /// its start: its sessions live in memory, so none from before a restart still stands.
+    pub tokens_issued_from: Option<i64>,
 }
 
 /// The body that makes a `send` handler panic when fault injection is on (tests only).
@@ -96,6 +99,7 @@ impl Default for NodeSettings {
             max_upgrade_headers: 64,
             max_upgrade_header_bytes: 8 * 1024,
             fault_injection: false,
+            tokens_issued_from: None,
         }
     }
 }
@@ -193,6 +197,17 @@ impl Node {
     /// Flushes the bus producer within `timeout`.
     pub async fn flush(&self, timeout: Duration) -> Result<(), onlychat_bus::BusError> {
         self.deps.bus.flush(timeout).await
+    }
+
+    /// The close code of a token's session if it no longer stands: revoked (the in-memory set
+    /// fed by the session store), or issued before `tokens_issued_from`.
+    pub(crate) fn revocation_of(&self, claims: &onlychat_auth::Claims) -> Option<u16> {
+        self.revoked.code_for(&claims.sid).or_else(|| {
+            self.settings
+                .tokens_issued_from
+                .filter(|from| claims.iat < *from)
+                .map(|_| onlychat_protocol::close::REVOKED)
+        })
     }
 
     /// A place for one more socket, or `None` when the node is full.

@@ -113,10 +113,15 @@ impl Recent {
             messages: VecDeque::new(),
             floor: start,
         });
-        buffer.messages.push_back(Buffered {
-            position,
-            frame: frame.clone(),
-        });
+        // Only what lies after the node's start in the log, in log order: a message from
+        // before it (standalone's stored log, read back for dedupe) is replayed from the store,
+        // and buffering it too would replay it twice.
+        if position > buffer.floor && buffer.messages.back().is_none_or(|b| b.position < position) {
+            buffer.messages.push_back(Buffered {
+                position,
+                frame: frame.clone(),
+            });
+        }
         while buffer.messages.len() > self.limits.per_room {
             if let Some(dropped) = buffer.messages.pop_front() {
                 buffer.floor = dropped.position;
@@ -225,6 +230,33 @@ mod tests {
         assert_eq!(
             recent.original("lobby", "u1", "c1").map(|o| o.position),
             Some(3)
+        );
+    }
+
+    #[test]
+    fn messages_from_before_the_start_count_for_dedupe_but_are_not_buffered() {
+        let mut recent = Recent::new(limits());
+        // Read back from the stored log at start (positions up to the start, 10).
+        assert!(
+            recent
+                .admit(message(4, "a", "2026-01-01T00:00:00Z"), 10)
+                .is_some()
+        );
+        assert!(
+            recent
+                .admit(message(9, "b", "2026-01-01T00:00:01Z"), 10)
+                .is_some()
+        );
+        assert!(
+            recent
+                .admit(message(12, "c", "2026-01-01T00:00:02Z"), 10)
+                .is_some()
+        );
+        let buffered: Vec<u64> = recent.all("lobby").iter().map(|b| b.position).collect();
+        assert_eq!(buffered, vec![12], "only what came after the start");
+        assert!(
+            recent.original("lobby", "u1", "a").is_some(),
+            "still known for dedupe"
         );
     }
 

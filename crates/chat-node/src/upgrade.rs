@@ -40,7 +40,7 @@ pub(crate) fn admit(node: &Node, token: &str) -> Result<Claims, (ErrorCode, u16)
         TokenError::Expired => (ErrorCode::TokenExpired, close::TOKEN_EXPIRED),
         TokenError::Invalid => (ErrorCode::InvalidToken, close::NOT_AUTHENTICATED),
     })?;
-    if let Some(code) = node.revoked.code_for(&claims.sid) {
+    if let Some(code) = node.revocation_of(&claims) {
         return Err((ErrorCode::SessionRevoked, code));
     }
     Ok(claims)

@@ -278,7 +278,17 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         presence: Presence::Local,
         history: Some(store),
     };
-    let node = Node::start(node_settings(&args.serve, &args.socket), deps).await?;
+    // Sessions live in this process's memory: no token issued before this start stands. `iat`
+    // is in whole seconds, so start serving only once a new second has begun: every token of
+    // an earlier process is then older than `from`, every token of this one is not.
+    let from = chrono::Utc::now().timestamp() + 1;
+    let wait_ms = (from * 1000 - chrono::Utc::now().timestamp_millis()).max(0);
+    tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
+    let settings = NodeSettings {
+        tokens_issued_from: Some(from),
+        ..node_settings(&args.serve, &args.socket)
+    };
+    let node = Node::start(settings, deps).await?;
     node.remember(recent);
     tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
     serve::run(

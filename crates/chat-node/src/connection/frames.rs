@@ -304,7 +304,7 @@ impl Conn {
             Ok(claims)
                 if claims.sid == self.claims.sid
                     && claims.sub == self.claims.sub
-                    && self.node.revoked.code_for(&claims.sid).is_none() =>
+                    && self.node.revocation_of(&claims).is_none() =>
             {
                 if claims.exp > self.claims.exp {
                     self.claims = claims;

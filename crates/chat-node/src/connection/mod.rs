@@ -87,7 +87,7 @@ pub async fn run(
     node.registry.attach(&handle);
     // A revocation may have landed between admission and attach; check again now that the
     // registry would deliver any later one.
-    if let Some(code) = node.revoked.code_for(&claims.sid) {
+    if let Some(code) = node.revocation_of(&claims) {
         node.registry.detach(&handle);
         return refuse(session, code, "session revoked").await;
     }
