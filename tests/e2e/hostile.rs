@@ -598,3 +598,12 @@ async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
     let user = cluster.http().user(&unique("after")).await;
     Ws::connect(&cluster.ws_url(0), &user.access_token).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_close_is_answered_with_its_own_code() {
+    let cluster = Cluster::start(1).await;
+    let user = cluster.http().user(&unique("leaver")).await;
+    let mut ws = raw(&cluster, &user.access_token).await;
+    ws.frame(true, op::CLOSE, &1000u16.to_be_bytes()).await;
+    assert_eq!(ws.until_close(Duration::from_secs(3)).await.1, Some(1000));
+}

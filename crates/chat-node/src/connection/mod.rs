@@ -174,10 +174,14 @@ async fn serve(
                         }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(_))) | None => {
-                        let _ = session.close(None).await;
+                    // The peer closes: echo its code (RFC 6455 5.5.1), so the close frame it
+                    // gets back is never an empty one (read as 1005).
+                    Some(Ok(AggregatedMessage::Close(reason))) => {
+                        let echo = reason.map(|r| CloseReason { code: r.code, description: None });
+                        let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, session.close(echo)).await;
                         return None;
                     }
+                    None => return None,
                     // Both raised before the rest of the frame or message is buffered: a frame
                     // header over the limit, or a fragment that takes the message over it.
                     Some(Err(actix_ws::ProtocolError::Overflow)) => break close::TOO_BIG,
