@@ -15,6 +15,7 @@ mod frame_guard;
 mod health;
 pub mod presence;
 mod recent;
+pub use recent::RecentLimits;
 pub mod registry;
 mod replay;
 mod upgrade;
