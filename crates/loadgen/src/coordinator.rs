@@ -101,8 +101,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut reader = BufReader::new(stdout).lines();
             while let Ok(Some(text)) = reader.next_line().await {
-                if let Ok(line) = serde_json::from_str::<Line>(&text) {
-                    let _ = tx.send((index, Some(line))).await;
+                match serde_json::from_str::<Line>(&text) {
+                    Ok(line) => {
+                        let _ = tx.send((index, Some(line))).await;
+                    }
+                    Err(e) => eprintln!(
+                        "onlychat-loadgen: worker {index} said something unreadable ({e}): {text:.200}"
+                    ),
                 }
             }
             let _ = tx.send((index, None)).await;
@@ -141,15 +146,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     live.phase(cli.scenario.name());
     let mut outcome = Outcome::default();
-    let mut outcomes = 0;
-    while outcomes < workers {
+    let mut finished = vec![false; workers];
+    while finished.contains(&false) {
         match lines.recv().await {
-            Some((_, Some(Line::Outcome(o)))) => {
+            Some((w, Some(Line::Outcome(o)))) => {
                 outcome.merge(&o);
-                outcomes += 1;
+                finished[w] = true;
             }
             Some((w, Some(Line::Progress(p)))) => live.update(w, p),
-            Some((w, None)) => bail!("worker {w} exited without an outcome"),
+            Some((w, None)) if !finished[w] => bail!("worker {w} exited without an outcome"),
             Some(_) => {}
             None => bail!("the workers stopped unexpectedly"),
         }
@@ -160,7 +165,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let established = ready.established.max(1);
-    let server_rss = (!pids.is_empty()).then(|| Rss {
+    // A login storm's preparation registers users; it opens no socket to weigh.
+    let opens_sockets = !matches!(cli.scenario, Scenario::LoginStorm { .. });
+    let server_rss = (opens_sockets && !pids.is_empty()).then(|| Rss {
         pids: pids.clone(),
         before_kib: rss_before,
         after_kib: rss_after,

@@ -152,15 +152,16 @@ where
     None
 }
 
-/// Holds the sockets that came back until the deadline, then closes them.
-async fn collect(ctx: &Ctx, mut tasks: JoinSet<Option<Ws>>, deadline: Instant) -> Outcome {
+/// Once every client is back (or gave up at the deadline), holds the sockets a second longer,
+/// so the server still carries them all at once, then closes them.
+async fn collect(ctx: &Ctx, mut tasks: JoinSet<Option<Ws>>) -> Outcome {
     let mut open = Vec::new();
     while let Some(result) = tasks.join_next().await {
         if let Ok(Some(ws)) = result {
             open.push(ws);
         }
     }
-    sleep_until(deadline).await;
+    sleep(Duration::from_secs(1)).await;
     let outcome = Outcome {
         still_open: open.len() as u64,
         ..Outcome::default()
@@ -191,7 +192,7 @@ pub async fn reconnect(ctx: &Arc<Ctx>, conns: Vec<(Spec, Ws)>, start: Instant) -
             .await
         });
     }
-    collect(ctx, tasks, deadline).await
+    collect(ctx, tasks).await
 }
 
 /// Every registered user logs in at `start` and opens a socket with the token it got.
@@ -219,7 +220,7 @@ pub async fn login(ctx: &Arc<Ctx>, specs: Vec<Spec>, start: Instant) -> Outcome 
             .await
         });
     }
-    collect(ctx, tasks, deadline).await
+    collect(ctx, tasks).await
 }
 
 #[cfg(test)]

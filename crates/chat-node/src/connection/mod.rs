@@ -62,6 +62,10 @@ async fn authenticate(node: &Node, stream: &mut AggregatedMessageStream) -> Resu
 }
 
 /// Runs one socket from authentication to close.
+///
+/// Sub-futures that only run now and then (a frame's handler, authentication, the close) are
+/// boxed: an idle socket's task then holds only the select loop's state, not the largest future
+/// it might ever await (the `send` path through the bus and store is several KiB).
 pub async fn run(
     node: Arc<Node>,
     session: Session,
@@ -70,9 +74,9 @@ pub async fn run(
 ) {
     let claims = match claims {
         Some(claims) => claims,
-        None => match authenticate(&node, &mut stream).await {
+        None => match Box::pin(authenticate(&node, &mut stream)).await {
             Ok(claims) => claims,
-            Err(code) => return refuse(session, code, "authentication failed").await,
+            Err(code) => return Box::pin(refuse(session, code, "authentication failed")).await,
         },
     };
     let (tx, rx) = mpsc::channel(node.settings.outbound_queue);
@@ -89,7 +93,7 @@ pub async fn run(
     // registry would deliver any later one.
     if let Some(code) = node.revocation_of(&claims) {
         node.registry.detach(&handle);
-        return refuse(session, code, "session revoked").await;
+        return Box::pin(refuse(session, code, "session revoked")).await;
     }
     metrics::gauge!("onlychat_connections").increment(1);
     let mut conn = Conn::new(node.clone(), handle, claims);
@@ -98,7 +102,7 @@ pub async fn run(
     if let Some(code) = code {
         metrics::counter!("onlychat_ws_closes_total", "code" => code.to_string()).increment(1);
     }
-    conn.finish().await;
+    Box::pin(conn.finish()).await;
 }
 
 /// The select loop; returns the close code the server sent, if any.
@@ -143,7 +147,7 @@ async fn serve(
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         // A bug in one frame's handling ends this socket (1011), never the node,
                         // and the socket still leaves its rooms through `finish`.
-                        let handled = AssertUnwindSafe(conn.on_text(&text)).catch_unwind().await;
+                        let handled = AssertUnwindSafe(Box::pin(conn.on_text(&text))).catch_unwind().await;
                         if handled.is_err() {
                             tracing::error!("a frame handler panicked; closing that socket with 1011");
                             metrics::counter!("onlychat_connection_panics_total").increment(1);
@@ -201,9 +205,9 @@ async fn serve(
     };
     if code == close::GOING_AWAY_RESTART {
         // Drain: read nothing more, but answer the sends already accepted before closing.
-        finish_in_flight(conn, &mut session, &mut outbound).await;
+        Box::pin(finish_in_flight(conn, &mut session, &mut outbound)).await;
     }
-    refuse(session, code, reason_for(code)).await;
+    Box::pin(refuse(session, code, reason_for(code))).await;
     Some(code)
 }
 
