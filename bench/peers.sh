@@ -275,7 +275,7 @@ write_sockudo_config() { # FILE PORT REDIS_URL
   "connection_recovery": { "enabled": false },
   "history": { "enabled": false },
   "http_api": { "usage_enabled": false },
-  "websocket": { "max_messages": 100000, "disconnect_on_buffer_full": true },
+  "websocket": { "max_messages": 1024, "disconnect_on_buffer_full": true },
   "logging": { "colors_enabled": false, "include_target": true }
 }
 EOF
