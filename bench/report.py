@@ -73,9 +73,12 @@ SCENARIOS = [
         ("server RSS KiB/conn", lambda r: fmt((r.get("server_rss") or {}).get("per_connection_kib"), 2)),
         ("errors", lambda r: fmt(sum(r["errors"].values()) + sum(r["connections"]["errors"].values()))),
     ], lambda r: (r.get("server_rss") or {}).get("per_connection_kib"), False, "server RSS per connection"),
-    ("broadcast", "Broadcast", None, lambda r: r["deliveries_per_sec"], True, "deliveries/s"),
-    ("broadcast-peak", "Broadcast at five times the rate (saturation)", None, lambda r: r["deliveries_per_sec"], True, "deliveries/s"),
-    ("dm", "1:1 (dm)", None, lambda r: r["deliveries_per_sec"], True, "deliveries/s"),
+    # Every system keeps up with the offered rate here (deliveries/s are equal), so the
+    # comparison is on latency at that rate.
+    ("broadcast", "Broadcast", None, lambda r: lat(r, "p99"), False, "p99 send-to-deliver"),
+    ("broadcast-peak", "Broadcast at five times the rate (saturation)", None, lambda r: lat(r, "p99"), False,
+     "p99 send-to-deliver"),
+    ("dm", "1:1 (dm)", None, lambda r: lat(r, "p99"), False, "p99 send-to-deliver"),
     ("cluster", "Cluster (2 instances), 100 rooms x 20 members, 1,000 msg/s in", None,
      lambda r: lat(r, "p99"), False, "p99 send-to-deliver"),
     ("reconnect-storm", "Reconnect storm", [

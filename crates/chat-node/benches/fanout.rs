@@ -3,12 +3,10 @@
 //! also drains the queues, as the connection tasks would.
 //! Run: `cargo bench -p onlychat-chat-node` (results in docs/benchmarks.md).
 
-use std::sync::Arc;
-
 use divan::{Bencher, black_box};
 use onlychat_bus::{Delivered, DeliverySink};
 use onlychat_chat_node::RecentLimits;
-use onlychat_chat_node::registry::{ConnHandle, Registry};
+use onlychat_chat_node::registry::{ConnHandle, Frame, Registry};
 use onlychat_protocol::BusEvent;
 use tokio::sync::{mpsc, watch};
 
@@ -29,7 +27,7 @@ fn fan_out_one_message(bencher: Bencher, members: u64) {
     let mut queues = Vec::new();
     let mut kills = Vec::new();
     for id in 0..members {
-        let (tx, rx) = mpsc::channel::<Arc<str>>(16);
+        let (tx, rx) = mpsc::channel::<Frame>(16);
         let (kill, kill_rx) = watch::channel(None);
         let conn = ConnHandle {
             id,

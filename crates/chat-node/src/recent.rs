@@ -6,8 +6,8 @@
 //! timestamp within the window before its own. Duplicates are neither delivered nor buffered;
 //! a resend is answered with the original's `ack`.
 
+use crate::registry::Frame;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use onlychat_protocol::{ChatMessage, ServerFrame, ts_ms};
 
@@ -39,7 +39,7 @@ type DedupeKey = (String, String, String);
 #[derive(Debug, Clone)]
 pub struct Buffered {
     pub position: u64,
-    pub frame: Arc<str>,
+    pub frame: Frame,
 }
 
 #[derive(Debug, Default)]
@@ -88,7 +88,7 @@ impl Recent {
 
     /// Takes in one message of the log; returns its frame text, or `None` for a duplicate.
     /// `start` is where the node began reading the room's partition.
-    pub fn admit(&mut self, message: ChatMessage, start: u64) -> Option<Arc<str>> {
+    pub fn admit(&mut self, message: ChatMessage, start: u64) -> Option<Frame> {
         let ts_ms = ts_ms(&message.ts);
         let key = Self::key(&message.room, &message.from, &message.client_id);
         if self
@@ -108,7 +108,7 @@ impl Recent {
         self.expiry.push_back((ts_ms, key.clone()));
         self.originals.insert(key, original);
         let (room, position) = (message.room.clone(), message.position);
-        let frame: Arc<str> = Arc::from(ServerFrame::Message(message).to_text());
+        let frame = Frame::from(ServerFrame::Message(message).to_text());
         let buffer = self.rooms.entry(room).or_insert_with(|| RoomBuffer {
             messages: VecDeque::new(),
             floor: start,

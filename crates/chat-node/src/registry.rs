@@ -6,7 +6,7 @@
 //! `joined.position` an exact seam: every later position reaches the new member.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use onlychat_bus::{Delivered, DeliverySink};
 use onlychat_protocol::{BusEvent, ServerFrame, close};
@@ -17,6 +17,10 @@ use crate::recent::{Buffered, Original, Recent, RecentLimits};
 /// A connection's id, unique within this node.
 pub type ConnId = u64;
 
+/// A serialized server frame. Cloning shares the bytes: a message fanned out to a thousand
+/// members is encoded once and handed to each socket's writer without a copy.
+pub type Frame = bytestring::ByteString;
+
 /// How the registry reaches one connection.
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
@@ -24,14 +28,14 @@ pub struct ConnHandle {
     pub user_id: String,
     pub sid: String,
     /// Bounded outbound queue of serialized frames.
-    pub tx: mpsc::Sender<Arc<str>>,
+    pub tx: mpsc::Sender<Frame>,
     /// Set once to ask the connection to close with a code.
     pub kill: watch::Sender<Option<u16>>,
 }
 
 impl ConnHandle {
     /// Queues a frame; a full queue means a slow consumer, closed with 4008.
-    fn offer(&self, frame: &Arc<str>) {
+    fn offer(&self, frame: &Frame) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(frame.clone()) {
             self.kill.send_replace(Some(close::TOO_SLOW));
         }
@@ -317,14 +321,14 @@ impl Registry {
         if !inner.rooms.contains_key(room) {
             return 0;
         }
-        self.fan_out_text(inner, room, &Arc::from(frame.to_text()), skip_user)
+        self.fan_out_text(inner, room, &Frame::from(frame.to_text()), skip_user)
     }
 
     fn fan_out_text(
         &self,
         inner: &Inner,
         room: &str,
-        text: &Arc<str>,
+        text: &Frame,
         skip_user: Option<&str>,
     ) -> usize {
         let Some(members) = inner.rooms.get(room) else {
@@ -411,7 +415,7 @@ mod tests {
         queue: usize,
     ) -> (
         ConnHandle,
-        mpsc::Receiver<Arc<str>>,
+        mpsc::Receiver<Frame>,
         watch::Receiver<Option<u16>>,
     ) {
         let (tx, rx) = mpsc::channel(queue);

@@ -6,7 +6,7 @@
 //! position up to the buffer's floor; otherwise the join answers `recovered: false` with the
 //! latest page, never a replay with a hole in it.
 
-use std::sync::Arc;
+use crate::registry::Frame;
 
 use onlychat_protocol::ServerFrame;
 
@@ -19,13 +19,13 @@ pub const LATEST_PAGE: usize = 50;
 /// The frames to send after `joined`, and whether they are a full recovery.
 pub struct Resolved {
     pub recovered: bool,
-    pub frames: Vec<Arc<str>>,
+    pub frames: Vec<Frame>,
 }
 
-fn frames_of(messages: Vec<onlychat_protocol::ChatMessage>) -> Vec<Arc<str>> {
+fn frames_of(messages: Vec<onlychat_protocol::ChatMessage>) -> Vec<Frame> {
     messages
         .into_iter()
-        .map(|m| Arc::from(ServerFrame::Message(m).to_text()))
+        .map(|m| Frame::from(ServerFrame::Message(m).to_text()))
         .collect()
 }
 
@@ -77,7 +77,7 @@ impl Node {
         since: u64,
         floor: u64,
         partition: i32,
-    ) -> Option<Vec<Arc<str>>> {
+    ) -> Option<Vec<Frame>> {
         let store = self.deps.history.as_ref()?;
         let epoch = self.registry.epoch();
         match store.history_covered(epoch, partition).await {
@@ -109,7 +109,7 @@ impl Node {
         floor: u64,
         buffered: Vec<crate::recent::Buffered>,
     ) -> Resolved {
-        let mut frames: Vec<Arc<str>> = buffered
+        let mut frames: Vec<Frame> = buffered
             .into_iter()
             .rev()
             .take(LATEST_PAGE)

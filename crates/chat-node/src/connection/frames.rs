@@ -3,6 +3,7 @@
 //! only `joined` and its replay bypass it (`direct`), so they precede the live messages that
 //! queue up behind the seam while the replay is being read.
 
+use crate::registry::Frame;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub(crate) struct Conn {
     rooms: HashSet<String>,
     in_flight: Arc<Semaphore>,
     /// Frames the socket writer sends before anything queued (a join's `joined` and replay).
-    pub(crate) direct: Vec<Arc<str>>,
+    pub(crate) direct: Vec<Frame>,
     flood: Flood,
     /// Set when a frame's handling decided the socket must close (flooding: 4029).
     pub(crate) close_with: Option<u16>,
@@ -83,6 +84,11 @@ impl Conn {
     /// When the access token stops covering this socket.
     pub(crate) fn expires_at(&self) -> Instant {
         super::instant_at(self.claims.exp)
+    }
+
+    /// The token's `exp` (unix seconds); changes only on a `refresh`.
+    pub(crate) fn expiry_unix(&self) -> i64 {
+        self.claims.exp
     }
 
     /// Resolves once no send of this connection awaits its answer (each answer is queued).
@@ -187,7 +193,7 @@ impl Conn {
             online,
         };
         metrics::counter!("onlychat_joins_total").increment(1);
-        self.direct.push(Arc::from(joined.to_text()));
+        self.direct.push(Frame::from(joined.to_text()));
         self.direct.extend(replay.frames);
         if newly_joined && outcome.first_for_user {
             self.announce(&room, PresenceKind::Join);
@@ -393,7 +399,7 @@ impl Node {
 }
 
 fn offer(handle: &ConnHandle, frame: ServerFrame) {
-    let text: Arc<str> = Arc::from(frame.to_text());
+    let text = Frame::from(frame.to_text());
     if handle.tx.try_send(text).is_err() {
         handle
             .kill

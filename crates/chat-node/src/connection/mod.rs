@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::Node;
 use crate::frame_guard::is_overflow;
-use crate::registry::ConnHandle;
+use crate::registry::{ConnHandle, Frame};
 use crate::upgrade::admit;
 pub(crate) use frames::Conn;
 
@@ -33,12 +33,15 @@ pub async fn refuse(session: Session, code: u16, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_WRITE_LIMIT, close).await;
 }
 
+/// Most queued frames written in one turn of the socket loop.
+const OUTBOUND_BATCH: usize = 64;
+
 /// How long a close frame may wait for a full socket.
 const CLOSE_WRITE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Writes one frame. A peer that does not take it within `limit` (its socket and the session's
 /// buffer stay full: it stopped reading) is too slow: `Err(Some(4008))`. `Err(None)`: gone.
-async fn write(session: &mut Session, text: String, limit: Duration) -> Result<(), Option<u16>> {
+async fn write(session: &mut Session, text: Frame, limit: Duration) -> Result<(), Option<u16>> {
     match tokio::time::timeout(limit, session.text(text)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(None),
@@ -110,7 +113,7 @@ async fn serve(
     conn: &mut Conn,
     mut session: Session,
     mut stream: AggregatedMessageStream,
-    mut outbound: mpsc::Receiver<Arc<str>>,
+    mut outbound: mpsc::Receiver<Frame>,
     mut kill: watch::Receiver<Option<u16>>,
 ) -> Option<u16> {
     let node = conn.node.clone();
@@ -119,35 +122,55 @@ async fn serve(
     if session.text(welcome).await.is_err() {
         return None;
     }
-    let mut last_heard = Instant::now();
     let mut tick = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    let code = loop {
-        let expiry = conn.expires_at();
+    // Both timers live across iterations and are reset only when their deadline moves: a
+    // fresh `sleep_until` per iteration would add and remove a timer entry for every frame
+    // written, which showed in the fan-out profile.
+    let mut armed_exp = conn.expiry_unix();
+    let expiry = sleep_until(conn.expires_at());
+    let silence = sleep_until(Instant::now() + heartbeat * 2);
+    let shutdown = node.shutdown.cancelled();
+    tokio::pin!(expiry, silence, shutdown);
+    let code = 'serve: loop {
+        if armed_exp != conn.expiry_unix() {
+            armed_exp = conn.expiry_unix();
+            expiry.as_mut().reset(conn.expires_at());
+        }
         tokio::select! {
             biased;
             _ = kill.changed() => break (*kill.borrow()).unwrap_or(close::INTERNAL),
-            () = node.shutdown.cancelled() => break close::GOING_AWAY_RESTART,
-            () = sleep_until(expiry) => break close::TOKEN_EXPIRED,
+            () = &mut shutdown => break close::GOING_AWAY_RESTART,
+            () = &mut expiry => break close::TOKEN_EXPIRED,
             // Nothing heard (not even a pong) for two intervals: the peer is gone.
-            () = sleep_until(last_heard + heartbeat * 2) => {
+            () = &mut silence => {
                 tracing::debug!("peer silent for two heartbeats; dropping it");
                 metrics::counter!("onlychat_dead_peers_total").increment(1);
                 return None;
             }
             Some(text) = outbound.recv() => {
-                match write(&mut session, text.to_string(), heartbeat).await {
-                    Ok(()) => {}
-                    Err(Some(code)) => break code,
-                    Err(None) => return None,
+                // Whatever else is already queued goes out in the same turn (up to a bound,
+                // so kills and pings are still looked at), saving a select round per frame.
+                let mut next = Some(text);
+                let mut written = 0;
+                while let Some(text) = next.take() {
+                    match write(&mut session, text, heartbeat).await {
+                        Ok(()) => {}
+                        Err(Some(code)) => break 'serve code,
+                        Err(None) => return None,
+                    }
+                    written += 1;
+                    if written < OUTBOUND_BATCH {
+                        next = outbound.try_recv().ok();
+                    }
                 }
             }
             msg = stream.recv() => {
-                last_heard = Instant::now();
+                silence.as_mut().reset(Instant::now() + heartbeat * 2);
                 match msg {
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         // A bug in one frame's handling ends this socket (1011), never the node,
                         // and the socket still leaves its rooms through `finish`.
-                        let handled = AssertUnwindSafe(Box::pin(conn.on_text(&text))).catch_unwind().await;
+                        let handled = AssertUnwindSafe(conn.on_text(&text)).catch_unwind().await;
                         if handled.is_err() {
                             tracing::error!("a frame handler panicked; closing that socket with 1011");
                             metrics::counter!("onlychat_connection_panics_total").increment(1);
@@ -155,7 +178,7 @@ async fn serve(
                         }
                         let mut stalled = None;
                         for frame in std::mem::take(&mut conn.direct) {
-                            match write(&mut session, frame.to_string(), heartbeat).await {
+                            match write(&mut session, frame, heartbeat).await {
                                 Ok(()) => {}
                                 Err(Some(code)) => stalled = Some(code),
                                 Err(None) => return None,
@@ -225,7 +248,7 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 async fn finish_in_flight(
     conn: &Conn,
     session: &mut Session,
-    outbound: &mut mpsc::Receiver<Arc<str>>,
+    outbound: &mut mpsc::Receiver<Frame>,
 ) {
     let settled = conn.settled();
     let grace = tokio::time::sleep(IN_FLIGHT_GRACE);
@@ -234,7 +257,7 @@ async fn finish_in_flight(
         tokio::select! {
             biased;
             Some(text) = outbound.recv() => {
-                if session.text(text.to_string()).await.is_err() {
+                if session.text(text).await.is_err() {
                     return;
                 }
             }
@@ -243,7 +266,7 @@ async fn finish_in_flight(
         }
     }
     while let Ok(text) = outbound.try_recv() {
-        if session.text(text.to_string()).await.is_err() {
+        if session.text(text).await.is_err() {
             return;
         }
     }
