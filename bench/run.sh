@@ -5,6 +5,7 @@
 #   bench/run.sh                      default size (fits in about ten minutes on 2 cores)
 #   BENCH_SIZE=full bench/run.sh      the issue's sizes: 19,000 idle sockets, 20 x 900 broadcast
 #   BENCH_SYSTEMS="raw onlychat-standalone" BENCH_SCENARIOS="idle broadcast" bench/run.sh
+#   BENCH_OUT (bench/results/$BENCH_SIZE) and BENCH_DOC (docs/benchmarks.md) say where results go.
 #
 # Systems: raw (bench/raw-server, the machine's limit), onlychat-standalone, onlychat-cluster
 # (2 nodes + Kafka + Redis), centrifugo, sockudo, socketio; the *-cluster forms of the peers run
@@ -13,7 +14,8 @@ set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 SIZE=${BENCH_SIZE:-default}
-OUT=${BENCH_OUT:-$ROOT/bench/results/latest}
+OUT=${BENCH_OUT:-$ROOT/bench/results/$SIZE}
+DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}
 RUN_DIR=$(mktemp -d /tmp/onlychat-bench.XXXXXX)
 SECRET=${BENCH_JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123456789}
 export BENCH_JWT_SECRET=$SECRET
@@ -167,5 +169,5 @@ for sys in $SYSTEMS; do
   fi
 done
 log "measured in $((SECONDS - began)) s"
-python3 bench/report.py "$OUT" --size "$SIZE" >docs/benchmarks.md
-log "wrote docs/benchmarks.md"
+python3 bench/report.py "$OUT" --size "$SIZE" >"$DOC"
+log "wrote $DOC"
