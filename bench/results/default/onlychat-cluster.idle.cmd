@@ -1,0 +1,1 @@
+onlychat-loadgen --peer onlychat --url ws://127.0.0.1:38080,ws://127.0.0.1:38081 --label onlychat-cluster --duration 5s idle --connections 5000

@@ -1,0 +1,1 @@
+onlychat-loadgen --peer socketio --url ws://127.0.0.1:38080 --label socketio --duration 10s broadcast --rooms 20 --members 200 --rate 500

@@ -1,0 +1,1 @@
+onlychat-loadgen --peer pusher --url ws://127.0.0.1:38080 --label sockudo --duration 10s --drain 10s broadcast --rooms 20 --members 200 --rate 2500

@@ -1,0 +1,1 @@
+onlychat-loadgen --peer raw --url ws://127.0.0.1:38080 --label raw --duration 20s --drain 10s broadcast --rooms 20 --members 900 --rate 1000
