@@ -170,17 +170,28 @@ impl Peer {
             )
             .await?;
             wait_for(ws, deadline, |f| {
-                if f.contains("pusher_internal:subscription_succeeded") {
-                    Some(Ok(()))
-                } else if f.contains("pusher:error") || f.contains("subscription_error") {
-                    Some(Err(Fail::new("subscribe_refused")))
-                } else {
-                    None
-                }
+                verdict(
+                    f,
+                    "pusher_internal:subscription_succeeded",
+                    &["pusher:error", "subscription_error"],
+                    "subscribe_refused",
+                )
             })
             .await?;
         }
         Ok(())
+    }
+}
+
+/// A handshake reply's meaning: `accepted` in the frame is success, any of `refused` is the
+/// failure `kind`, anything else is not the reply yet.
+fn verdict(frame: &str, accepted: &str, refused: &[&str], kind: &str) -> Option<Result<(), Fail>> {
+    if frame.contains(accepted) {
+        Some(Ok(()))
+    } else if refused.iter().any(|r| frame.contains(r)) {
+        Some(Err(Fail::new(kind)))
+    } else {
+        None
     }
 }
 
@@ -210,13 +221,12 @@ async fn onlychat_establish(
     for channel in channels {
         send_text(ws, json!({"type": "join", "room": channel}).to_string()).await?;
         wait_for(ws, deadline, |f| {
-            if f.contains(r#""type":"joined""#) {
-                Some(Ok(()))
-            } else if f.contains(r#""type":"error""#) {
-                Some(Err(Fail::new("join_refused")))
-            } else {
-                None
-            }
+            verdict(
+                f,
+                r#""type":"joined""#,
+                &[r#""type":"error""#],
+                "join_refused",
+            )
         })
         .await?;
     }
