@@ -66,9 +66,8 @@ async fn authenticate(node: &Node, stream: &mut AggregatedMessageStream) -> Resu
 
 /// Runs one socket from authentication to close.
 ///
-/// Sub-futures that only run now and then (a frame's handler, authentication, the close) are
-/// boxed: an idle socket's task then holds only the select loop's state, not the largest future
-/// it might ever await (the `send` path through the bus and store is several KiB).
+/// Sub-futures that run once (authentication, the drain, the close, leaving the rooms) are
+/// boxed, so an idle socket's task does not carry their state.
 pub async fn run(
     node: Arc<Node>,
     session: Session,
