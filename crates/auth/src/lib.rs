@@ -17,4 +17,4 @@ pub use limiter::{Limit, MemoryLimiter, RateLimiter, RedisLimiter};
 pub use revocation::{Revocation, RevokedSet};
 pub use session::{LoginGrant, SessionError, SessionPolicy, SessionStore};
 pub use session_memory::MemorySessions;
-pub use session_redis::RedisSessions;
+pub use session_redis::{RedisSessions, redis_within};

@@ -166,12 +166,23 @@ fn with_keepalive(tcp: &TcpSettings) -> TcpSettings {
 async fn bounded<T>(
     op: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, SessionError> {
-    match tokio::time::timeout(OP_TIMEOUT, op).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(SessionError::Unavailable(format!(
-            "no answer from Redis within {OP_TIMEOUT:?}"
-        ))),
-    }
+    Ok(redis_within(OP_TIMEOUT, "session store", op).await?)
+}
+
+/// Runs one Redis operation, `what`, under `limit`: a Redis that does not answer becomes an I/O
+/// error instead of a wait through the connection manager's whole reconnect backoff.
+pub async fn redis_within<T>(
+    limit: Duration,
+    what: &'static str,
+    op: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no answer from Redis in time",
+            what.to_owned(),
+        )))
+    })
 }
 
 /// Runs one step of the revocation feed under [`FEED_STEP_TIMEOUT`].
@@ -179,15 +190,7 @@ async fn step<T>(
     what: &'static str,
     op: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
-    tokio::time::timeout(FEED_STEP_TIMEOUT, op)
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "timed out",
-                what.to_owned(),
-            )))
-        })
+    redis_within(FEED_STEP_TIMEOUT, what, op).await
 }
 
 /// Sessions kept in Redis, shared by every gateway and node.

@@ -22,14 +22,7 @@ pub const ROSTER_TIMEOUT: Duration = Duration::from_millis(1000);
 async fn bounded<T>(
     op: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
-    tokio::time::timeout(ROSTER_TIMEOUT, op)
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "no answer from Redis in time",
-            )))
-        })
+    onlychat_auth::redis_within(ROSTER_TIMEOUT, "roster", op).await
 }
 
 /// Where the cluster-wide roster lives.
