@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::cli::Scenario;
-use crate::conn::{self, Fail, Ws};
+use crate::conn::{Fail, Ws};
 use crate::plan::Spec;
 use crate::stats::{Outcome, Ready};
 use crate::worker::{Ctx, finish};
@@ -28,27 +28,19 @@ fn username(ctx: &Ctx, index: usize) -> String {
     format!("{}u{index}", ctx.prefix)
 }
 
-fn http_client(ctx: &Ctx, index: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(conn::source_addr(index, ctx.cli.common.source_addrs))
-        .timeout(ctx.cli.common.connect_timeout)
-        .build()
-        .unwrap_or_default()
-}
-
 /// Registers the storm's users before the clock starts (argon2 makes this slow, not timed).
 pub async fn register_users(ctx: &Arc<Ctx>, specs: &[Spec]) -> Ready {
     let began = Instant::now();
-    let base = ctx.cli.common.http_base();
     let mut tasks = JoinSet::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(8));
     for spec in specs {
-        let (ctx, base, permits, index) = (ctx.clone(), base.clone(), permits.clone(), spec.index);
+        let (ctx, permits, index) = (ctx.clone(), permits.clone(), spec.index);
         tasks.spawn(async move {
             let _permit = permits.acquire().await.ok()?;
             let body = json!({"username": username(&ctx, index), "password": password(&ctx)});
-            let response = http_client(&ctx, index)
-                .post(format!("{base}/v1/auth/register"))
+            let response = ctx
+                .http_client(index)
+                .post(format!("{}/v1/auth/register", ctx.http_base))
                 .json(&body)
                 .send()
                 .await;
@@ -75,12 +67,12 @@ pub async fn register_users(ctx: &Arc<Ctx>, specs: &[Spec]) -> Ready {
 /// A failed attempt: why, and how long the server asked us to wait.
 struct Retry(Fail, Option<Duration>);
 
-async fn log_in(ctx: &Ctx, client: &reqwest::Client, index: usize) -> Result<String, Retry> {
-    let base = ctx.cli.common.http_base();
+async fn log_in(ctx: &Ctx, index: usize) -> Result<String, Retry> {
     let body =
         json!({"username": username(ctx, index), "password": password(ctx), "device": "loadgen"});
-    let response = client
-        .post(format!("{base}/v1/auth/login"))
+    let response = ctx
+        .http_client(index)
+        .post(format!("{}/v1/auth/login", ctx.http_base))
         .json(&body)
         .send()
         .await
@@ -198,20 +190,16 @@ pub async fn reconnect(ctx: &Arc<Ctx>, conns: Vec<(Spec, Ws)>, start: Instant) -
 /// Every registered user logs in at `start` and opens a socket with the token it got.
 pub async fn login(ctx: &Arc<Ctx>, specs: Vec<Spec>, start: Instant) -> Outcome {
     let deadline = start + ctx.cli.common.duration;
-    let clients: Vec<reqwest::Client> = (0..usize::from(ctx.cli.common.source_addrs))
-        .map(|n| http_client(ctx, n))
-        .collect();
     sleep_until(start).await;
     let mut tasks = JoinSet::new();
     for spec in specs {
         let ctx = ctx.clone();
-        let client = clients[spec.index % clients.len()].clone();
         tasks.spawn(async move {
             let ctx2 = ctx.clone();
             until_back(&ctx, start, deadline, move || {
-                let (ctx, client) = (ctx2.clone(), client.clone());
+                let ctx = ctx2.clone();
                 async move {
-                    let token = log_in(&ctx, &client, spec.index).await?;
+                    let token = log_in(&ctx, spec.index).await?;
                     ctx.connect(&spec, Some(&token))
                         .await
                         .map_err(|f| Retry(f, None))

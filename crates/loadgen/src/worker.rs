@@ -33,6 +33,9 @@ pub struct Ctx {
     keys: Option<JwtKeys>,
     pub counters: Counters,
     pub connects: Semaphore,
+    /// HTTP base URL and one client per source address (login storm only; empty otherwise).
+    pub http_base: String,
+    pub http: Vec<reqwest::Client>,
 }
 
 impl Ctx {
@@ -57,7 +60,21 @@ impl Ctx {
             ),
             None => None,
         };
+        let http = match cli.scenario {
+            Scenario::LoginStorm { .. } => (0..usize::from(cli.common.source_addrs))
+                .map(|n| {
+                    reqwest::Client::builder()
+                        .local_address(conn::source_addr(n, cli.common.source_addrs))
+                        .timeout(cli.common.connect_timeout)
+                        .build()
+                        .unwrap_or_default()
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(Ctx {
+            http_base: cli.common.http_base(),
+            http,
             plan: Plan::new(&cli.scenario),
             connects: Semaphore::new(cli.common.connect_concurrency.max(1)),
             peer,
@@ -66,6 +83,11 @@ impl Ctx {
             counters: Counters::default(),
             cli,
         })
+    }
+
+    /// The HTTP client of connection `index`'s source address (login storm).
+    pub fn http_client(&self, index: usize) -> &reqwest::Client {
+        &self.http[index % self.http.len()]
     }
 
     /// A token for connection `index` (user `lg-<index>`, its own session).
