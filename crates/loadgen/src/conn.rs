@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 pub type Ws = WebSocketStream<TcpStream>;
@@ -96,6 +96,11 @@ pub async fn open(url: &str, source: IpAddr, bearer: Option<&str>) -> Result<Ws,
     Ok(ws)
 }
 
+/// The failure a close frame from the server means: `closed_<code>`, or `closed` without one.
+pub fn closed(frame: Option<CloseFrame>) -> Fail {
+    Fail(frame.map_or("closed".into(), |f| format!("closed_{}", u16::from(f.code))))
+}
+
 /// The next text frame before `deadline` (pings are answered by tungstenite itself).
 pub async fn next_text(ws: &mut Ws, deadline: Instant) -> Result<String, Fail> {
     loop {
@@ -104,12 +109,7 @@ pub async fn next_text(ws: &mut Ws, deadline: Instant) -> Result<String, Fail> {
             .map_err(|_| Fail::new("timeout"))?;
         match frame {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
-            Some(Ok(Message::Close(frame))) => {
-                return Err(Fail(match frame {
-                    Some(f) => format!("closed_{}", u16::from(f.code)),
-                    None => "closed".into(),
-                }));
-            }
+            Some(Ok(Message::Close(frame))) => return Err(closed(frame)),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(ws_fail(&e)),
             None => return Err(Fail::new("closed")),

@@ -262,22 +262,29 @@ async fn drive(
         Role::Pair { rate } => (rate, 1),
         _ => (0.0, 0),
     };
-    let counts = matches!(spec.role, Role::Member | Role::Pair { .. });
+    let mut receiver = Receiver {
+        counts: matches!(spec.role, Role::Member | Role::Pair { .. }),
+        me: spec.index as u32,
+        recipients,
+        last_seq: HashMap::new(),
+    };
     let channel = ctx.peer.channel(&ctx.prefix, spec.room);
     let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     // Spread publishers over one interval so they do not fire in lockstep.
-    let mut next = start
+    let first = start
         + interval
             .map(|i| i.mul_f64((spec.index % 97) as f64 / 97.0))
             .unwrap_or_default();
-    let mut last_seq: HashMap<u32, u64> = HashMap::new();
+    // Both timers live across iterations: a receiver handles thousands of frames a second.
+    let (stop, next) = (sleep_until(end), sleep_until(first));
+    tokio::pin!(stop, next);
     let mut seq = 0u64;
     let c = &ctx.counters;
     loop {
-        let publishing = interval.is_some() && next < publish_until;
+        let publishing = interval.is_some() && next.deadline() < publish_until;
         tokio::select! {
-            () = sleep_until(end) => return Some(ws),
-            () = sleep_until(next), if publishing => {
+            () = &mut stop => return Some(ws),
+            () = &mut next, if publishing => {
                 seq += 1;
                 let body = stamp::body(spec.index as u32, seq, ctx.plan.body_bytes);
                 let frame = ctx.peer.publish(&channel, &body, &format!("{}-{seq}", spec.index), seq);
@@ -286,38 +293,52 @@ async fn drive(
                 }
                 c.sent.fetch_add(1, Relaxed);
                 c.expected.fetch_add(recipients, Relaxed);
-                next += interval.unwrap_or_default();
+                let due = next.deadline() + interval.unwrap_or_default();
+                next.as_mut().reset(due);
             }
             frame = ws.next() => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(close))) => {
-                        let kind = close.map_or("closed".into(), |f| format!("closed_{}", u16::from(f.code)));
-                        return lost(ctx, &Fail(kind));
-                    }
+                    Some(Ok(Message::Close(close))) => return lost(ctx, &conn::closed(close)),
                     Some(Ok(_)) => continue,
                     Some(Err(_)) | None => return lost(ctx, &Fail::new("closed")),
                 };
-                match ctx.peer.classify(&text) {
-                    Incoming::Ping(reply) => {
-                        if let Err(fail) = send_text(&mut ws, reply.to_owned()).await {
-                            return lost(ctx, &fail);
-                        }
-                    }
-                    Incoming::Error(code) => {
-                        c.error(&code);
-                        if recipients > 0 {
-                            c.refused.fetch_add(1, Relaxed);
-                            c.expected.fetch_sub(recipients, Relaxed);
-                        }
-                    }
-                    Incoming::Other => {}
-                }
-                if counts {
-                    count_deliveries(c, &text, spec.index as u32, &mut last_seq);
+                if let Err(fail) = receiver.on_text(ctx, &mut ws, &text).await {
+                    return lost(ctx, &fail);
                 }
             }
         }
+    }
+}
+
+/// What a connection does with the text frames it receives.
+struct Receiver {
+    /// Whether deliveries to this connection are counted (members and pairs).
+    counts: bool,
+    me: u32,
+    /// Deliveries one of this connection's sends should make (0: it does not publish).
+    recipients: u64,
+    last_seq: HashMap<u32, u64>,
+}
+
+impl Receiver {
+    async fn on_text(&mut self, ctx: &Ctx, ws: &mut Ws, text: &str) -> Result<(), Fail> {
+        let c = &ctx.counters;
+        match ctx.peer.classify(text) {
+            Incoming::Ping(reply) => send_text(ws, reply.to_owned()).await?,
+            Incoming::Error(code) => {
+                c.error(&code);
+                if self.recipients > 0 {
+                    c.refused.fetch_add(1, Relaxed);
+                    c.expected.fetch_sub(self.recipients, Relaxed);
+                }
+            }
+            Incoming::Other => {}
+        }
+        if self.counts {
+            count_deliveries(c, text, self.me, &mut self.last_seq);
+        }
+        Ok(())
     }
 }
 
