@@ -40,8 +40,8 @@ CENTRIFUGO_BIN="$CACHE/centrifugo/bin/centrifugo"
 SOCKUDO_BIN="$CACHE/sockudo/bin/sockudo"
 SOCKETIO_DIR="$CACHE/socketio"
 SMOKE_DIR="$CACHE/smoke"
-RAW_TARGET="$CACHE/raw-target"
-RAW_BIN="$RAW_TARGET/release/raw-server"
+# raw is built in the workspace's own target dir, where bench/run.sh builds it too.
+RAW_BIN="${CARGO_TARGET_DIR:-$REPO_DIR/target}/release/raw-server"
 
 die() { echo "peers.sh: $*" >&2; exit 1; }
 log() { echo "peers.sh: $*" >&2; }
@@ -127,8 +127,8 @@ install_socketio() {
 
 install_raw() {
   # Always runs cargo (a no-op build takes a second or two) so the binary follows the source.
-  (cd "$REPO_DIR" && CARGO_TARGET_DIR="$RAW_TARGET" nice -n 10 \
-    cargo build --release -p onlychat-raw-server --quiet) || die "raw-server build failed"
+  (cd "$REPO_DIR" && nice -n 10 cargo build --release -p onlychat-raw-server --quiet) ||
+    die "raw-server build failed"
 }
 
 install_smoke_deps() {

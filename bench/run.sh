@@ -21,7 +21,6 @@ SECRET=${BENCH_JWT_SECRET:-bench-secret-bench-secret-bench-secret-0123456789}
 export BENCH_JWT_SECRET=$SECRET
 LOADGEN=$ROOT/target/release/onlychat-loadgen
 ONLYCHAT=$ROOT/target/release/onlychat
-RAW=$ROOT/target/release/raw-server
 # The bench's own Redis, PostgreSQL and Kafka, apart from the tests' instances.
 export ONLYCHAT_SVC_DIR=$RUN_DIR/services ONLYCHAT_SVC_REDIS_PORT=36379 ONLYCHAT_SVC_PG_PORT=35432 \
   ONLYCHAT_SVC_KAFKA_PORT=39092 ONLYCHAT_SVC_KAFKA_CONTROLLER_PORT=39093
@@ -51,10 +50,6 @@ wait_http() { # URL: until it answers 200 (30 s)
   for _ in $(seq 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "run.sh: $1 did not become ready" >&2; return 1
 }
-wait_port() { # PORT: until it accepts TCP (30 s)
-  for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "run.sh: nothing listens on port $1" >&2; return 1
-}
 stop_all() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done; done
@@ -66,10 +61,6 @@ start() {
   local sys=$1
   URLS= SERVER_PIDS= PEER=
   case $sys in
-    raw)
-      "$RAW" --listen 127.0.0.1:$PORT_A >"$RUN_DIR/raw.log" 2>&1 &
-      PIDS+=($!); SERVER_PIDS=$!; PEER=raw; URLS=ws://127.0.0.1:$PORT_A
-      wait_port $PORT_A ;;
     onlychat-standalone)
       rm -rf "$RUN_DIR/standalone"
       "$ONLYCHAT" standalone --listen 127.0.0.1:$PORT_A --data-dir "$RUN_DIR/standalone" \
@@ -88,10 +79,10 @@ start() {
       SERVER_PIDS=$(IFS=,; echo "${pids[*]}"); PEER=onlychat
       URLS=ws://127.0.0.1:$PORT_A,ws://127.0.0.1:$PORT_B
       wait_http http://127.0.0.1:$PORT_A/readyz; wait_http http://127.0.0.1:$PORT_B/readyz ;;
-    centrifugo | sockudo | socketio)
+    raw | centrifugo | sockudo | socketio)
       SERVER_PIDS=$(bench/peers.sh start "$sys" --port $PORT_A --log "$RUN_DIR/$sys.log")
       PIDS+=("$SERVER_PIDS"); URLS=ws://127.0.0.1:$PORT_A
-      case $sys in centrifugo) PEER=centrifugo ;; sockudo) PEER=pusher ;; socketio) PEER=socketio ;; esac ;;
+      case $sys in raw) PEER=raw ;; centrifugo) PEER=centrifugo ;; sockudo) PEER=pusher ;; socketio) PEER=socketio ;; esac ;;
     centrifugo-cluster | sockudo-cluster | socketio-cluster)
       local base=${sys%-cluster} a b
       a=$(bench/peers.sh start "$base" --port $PORT_A --redis-url $REDIS_URL --log "$RUN_DIR/$sys-a.log")
