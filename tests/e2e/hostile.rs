@@ -427,6 +427,29 @@ async fn oversized_round(addr: &str, token: &str, clients: usize) {
     }
 }
 
+/// Waits until the node holds only the bystander's socket again (its `onlychat_connections`
+/// gauge is 1), so RSS is read after a round's sockets are really gone, however slow the
+/// machine, and not at an arbitrary moment of their teardown.
+async fn only_the_bystander_left(base_url: &str) {
+    let url = format!("{base_url}/metrics");
+    eventually(
+        Duration::from_secs(20),
+        "the round's sockets to close",
+        || async {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let open = text
+                .lines()
+                .find_map(|l| l.strip_prefix("onlychat_connections "))?
+                .trim()
+                .parse::<f64>()
+                .ok()?;
+            (open == 1.0).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -467,11 +490,14 @@ async fn memory_stays_flat_while_rounds_of_clients_send_oversized_frames() {
     // A quiet second first: the bystander's latency with nobody attacking.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let attack_from = Instant::now();
-    // Warm-up: the allocator and actix's buffers reach their working size.
-    for _ in 0..2 {
+    // Warm-up: the allocator and actix's buffers reach their working size. Each round's sockets
+    // land unevenly on the node's worker threads and their malloc arenas; three rounds let each
+    // arena reach its peak (with two, a later round could still add ~4% on a busy machine).
+    for _ in 0..3 {
         oversized_round(&addr, &attacker.access_token, clients).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let base_url = cluster.nodes[0].base_url();
+    only_the_bystander_left(&base_url).await;
     let baseline = onlychat_e2e::rss_kib(pid);
     let mut peak = baseline;
     let rounds: usize = std::env::var("ONLYCHAT_HOSTILE_ROUNDS")
@@ -489,7 +515,7 @@ async fn memory_stays_flat_while_rounds_of_clients_send_oversized_frames() {
         });
         oversized_round(&addr, &attacker.access_token, clients).await;
         peak = peak.max(sampling.await.expect("sampler"));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        only_the_bystander_left(&base_url).await;
         let after = onlychat_e2e::rss_kib(pid);
         eprintln!(
             "round {round}: {clients} oversized clients, node RSS {after} KiB (baseline {baseline} KiB)"
