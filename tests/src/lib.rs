@@ -4,6 +4,7 @@
 //! A missing service fails the test with a message saying how to start it; nothing skips.
 
 pub mod client;
+pub mod observe;
 pub mod process;
 pub mod raw;
 
@@ -180,11 +181,17 @@ impl Cluster {
 
     /// Starts one more node named `name`.
     pub async fn spawn_node(&self, name: &str) -> Proc {
+        self.spawn_node_with(name, &[]).await
+    }
+
+    /// Starts one more node named `name`, with `extra` environment.
+    pub async fn spawn_node_with(&self, name: &str, extra: &[(&'static str, String)]) -> Proc {
         let env: Vec<(&str, String)> = self
             .node_env
             .iter()
             .cloned()
             .chain([("ONLYCHAT_NODE_ID", name.to_owned())])
+            .chain(extra.iter().cloned())
             .collect();
         Proc::spawn(name, &["node"], &env).await
     }

@@ -253,11 +253,21 @@ impl Proc {
 impl Proc {
     /// Sends SIGTERM (a graceful drain) and waits, at most `within`, for the process to exit.
     pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.signal_term();
+        self.wait_exit(within).await
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn signal_term(&self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
+    }
+
+    /// Waits, at most `within`, for the process to exit.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         tokio::time::timeout(within, self.child.wait())
             .await
             .ok()

@@ -16,6 +16,9 @@ use redis::aio::ConnectionManager;
 
 use crate::session::SessionError;
 
+/// Longest a limiter check waits for Redis before the login answers 503.
+const LIMITER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A limit: `rate` events per second sustained, `burst` back to back. `rate == 0` is off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
@@ -124,14 +127,18 @@ impl RateLimiter for RedisLimiter {
             return Ok(None);
         }
         let mut conn = self.conn.clone();
-        let waited: i64 = self
-            .script
+        let mut invocation = self.script.prepare_invoke();
+        invocation
             .arg(format!("{}{key}", self.prefix))
             .arg(chrono::Utc::now().timestamp_millis())
             .arg(limit.interval_ms())
-            .arg(limit.burst.max(1))
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(limit.burst.max(1));
+        let waited: i64 = crate::redis_within(
+            LIMITER_TIMEOUT,
+            "login limiter",
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
         Ok((waited > 0).then(|| wait(waited as f64)))
     }
 }

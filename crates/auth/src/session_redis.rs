@@ -170,19 +170,24 @@ async fn bounded<T>(
 }
 
 /// Runs one Redis operation, `what`, under `limit`: a Redis that does not answer becomes an I/O
-/// error instead of a wait through the connection manager's whole reconnect backoff.
+/// error instead of a wait through the connection manager's whole reconnect backoff. Failures
+/// are counted in `onlychat_redis_errors_total{op=what}`.
 pub async fn redis_within<T>(
     limit: Duration,
     what: &'static str,
     op: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
-    tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+    let result = tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
         Err(redis::RedisError::from((
             redis::ErrorKind::Io,
             "no answer from Redis in time",
             what.to_owned(),
         )))
-    })
+    });
+    if result.is_err() {
+        metrics::counter!("onlychat_redis_errors_total", "op" => what).increment(1);
+    }
+    result
 }
 
 /// Runs one step of the revocation feed under [`FEED_STEP_TIMEOUT`].

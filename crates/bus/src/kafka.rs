@@ -10,17 +10,18 @@ use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use onlychat_protocol::BusEvent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::probe::{self, Reachability};
-use crate::{Bus, BusError, Delivered, DeliverySink, partition_for};
+use crate::{Bus, BusError, Delivered, DeliverySink, Headers, partition_for};
 
 /// How to reach Kafka and shape the topic.
 #[derive(Debug, Clone)]
@@ -49,6 +50,62 @@ pub struct KafkaBus {
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the consumer may log the same kind of transient error.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How often librdkafka reports its statistics (the consumer lag gauge is fed from them).
+const STATISTICS_INTERVAL: &str = "5000";
+
+/// A consumer's context: publishes each assigned partition's lag — records in the log (up to
+/// its last stable offset) not yet handed to onlychat — as the gauge
+/// `onlychat_consumer_lag_messages{consumer, partition}`. librdkafka's own `consumer_lag` is
+/// measured from the committed offset, which the fan-out consumer never has.
+pub(crate) struct LagReporter {
+    pub(crate) consumer: &'static str,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            // Partition -1 is librdkafka's internal "unassigned" bucket; negative offsets are
+            // "not known yet". Before the first record, the fetch position is where it stands.
+            for (partition, stats) in topic.partitions.iter().filter(|(p, _)| **p >= 0) {
+                let end = if stats.ls_offset >= 0 {
+                    stats.ls_offset
+                } else {
+                    stats.hi_offset
+                };
+                let read = if stats.app_offset >= 0 {
+                    stats.app_offset
+                } else {
+                    stats.next_offset
+                };
+                if end >= 0 && read >= 0 {
+                    metrics::gauge!(
+                        "onlychat_consumer_lag_messages",
+                        "consumer" => self.consumer,
+                        "partition" => partition.to_string()
+                    )
+                    .set((end - read).max(0) as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+/// A consumer with a [`LagReporter`].
+pub(crate) type LagConsumer = StreamConsumer<LagReporter>;
+
+/// Creates a consumer from `config` that reports its lag as `consumer`.
+pub(crate) fn lag_consumer(
+    config: &mut ClientConfig,
+    consumer: &'static str,
+) -> Result<LagConsumer, BusError> {
+    config
+        .set("statistics.interval.ms", STATISTICS_INTERVAL)
+        .create_with_context(LagReporter { consumer })
+        .map_err(setup_err)
+}
 
 pub(crate) fn setup_err(e: impl std::fmt::Display) -> BusError {
     BusError::Setup(e.to_string())
@@ -99,8 +156,9 @@ impl KafkaBus {
         self.partitions
     }
 
-    fn consumer(&self) -> Result<StreamConsumer, BusError> {
-        client_config(&self.settings, "-fanout")
+    fn consumer(&self) -> Result<LagConsumer, BusError> {
+        let mut config = client_config(&self.settings, "-fanout");
+        config
             // Required by librdkafka even for manual assignment; never committed to.
             .set(
                 "group.id",
@@ -109,9 +167,8 @@ impl KafkaBus {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "10")
-            .set("isolation.level", "read_committed")
-            .create()
-            .map_err(setup_err)
+            .set("isolation.level", "read_committed");
+        lag_consumer(&mut config, "fanout")
     }
 }
 
@@ -185,7 +242,11 @@ pub(crate) async fn partition_count(
 
 #[async_trait]
 impl Bus for KafkaBus {
-    fn publish(&self, event: &BusEvent) -> BoxFuture<'static, Result<u64, BusError>> {
+    fn publish_with(
+        &self,
+        event: &BusEvent,
+        headers: Headers,
+    ) -> BoxFuture<'static, Result<u64, BusError>> {
         let unavailable = |e: rdkafka::error::KafkaError| BusError::Unavailable(e.to_string());
         let payload = match serde_json::to_vec(event) {
             Ok(payload) => payload,
@@ -196,10 +257,22 @@ impl Bus for KafkaBus {
             }
         };
         let room = event.room();
-        let record = FutureRecord::to(&self.settings.topic)
+        let mut record = FutureRecord::to(&self.settings.topic)
             .key(room)
             .payload(&payload)
             .partition(self.partition_of(room));
+        if !headers.is_empty() {
+            let owned = headers.iter().fold(
+                OwnedHeaders::new_with_capacity(headers.len()),
+                |h, (k, v)| {
+                    h.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    })
+                },
+            );
+            record = record.headers(owned);
+        }
         // send_result enqueues now (keeping the caller's order); the delivery future is bounded
         // by message.timeout.ms.
         let delivery = match self.producer.send_result(record) {
@@ -311,6 +384,15 @@ pub(crate) fn decode(message: &rdkafka::message::BorrowedMessage<'_>) -> Option<
             partition: message.partition(),
             position,
             event,
+            headers: message.headers().map_or_else(Headers::new, |headers| {
+                headers
+                    .iter()
+                    .filter_map(|h| {
+                        let value = std::str::from_utf8(h.value?).ok()?;
+                        Some((h.key.to_owned(), value.to_owned()))
+                    })
+                    .collect()
+            }),
         }),
         Err(e) => {
             tracing::warn!(partition = message.partition(), position, error = %e, "skipping a record that is not an onlychat event");
@@ -336,7 +418,7 @@ impl ErrorLog {
 /// The fan-out loop: every record, in partition order, to the sink. `catching_up` holds the
 /// log end per partition as of the start; `ready` turns true once all of them were read.
 async fn consume(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<LagConsumer>,
     sink: Arc<dyn DeliverySink>,
     mut catching_up: std::collections::HashMap<i32, i64>,
     ready: Arc<AtomicBool>,

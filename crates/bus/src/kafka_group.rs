@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::{ErrorLog, client_config, decode, setup_err};
+use crate::kafka::{ErrorLog, LagConsumer, client_config, decode, lag_consumer, setup_err};
 use crate::{BusError, Delivered, KafkaBus};
 
 /// One batch read from the group's partitions, and where each partition got to.
@@ -23,7 +23,7 @@ pub struct Batch {
 
 /// A member of a consumer group on the bus topic.
 pub struct GroupReader {
-    consumer: StreamConsumer,
+    consumer: LagConsumer,
     topic: String,
     errors: ErrorLog,
 }
@@ -32,7 +32,8 @@ impl KafkaBus {
     /// Joins consumer group `group` on the topic; reading starts at the group's committed
     /// offsets, or at the beginning of the log for a new group.
     pub fn group_reader(&self, group: &str) -> Result<GroupReader, BusError> {
-        let consumer: StreamConsumer = client_config(&self.settings, &format!("-{group}"))
+        let mut config = client_config(&self.settings, &format!("-{group}"));
+        config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -41,9 +42,8 @@ impl KafkaBus {
             .set("fetch.wait.max.ms", "50")
             // A crashed writer's partitions move to the others after this long.
             .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "2000")
-            .create()
-            .map_err(setup_err)?;
+            .set("heartbeat.interval.ms", "2000");
+        let consumer = lag_consumer(&mut config, "history")?;
         consumer
             .subscribe(&[&self.settings.topic])
             .map_err(setup_err)?;

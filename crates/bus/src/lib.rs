@@ -28,7 +28,12 @@ pub struct Delivered {
     /// Kafka offset + 1: strictly increasing within a partition, hence within a room.
     pub position: u64,
     pub event: BusEvent,
+    /// The record's headers: the W3C trace context of the send that produced it, if traced.
+    pub headers: Headers,
 }
+
+/// Record headers (name, value), carried through the log beside the event.
+pub type Headers = Vec<(String, String)>;
 
 /// Receives the log, in order, one partition at a time. Called on the consumer task: it must not
 /// block (hand off with `try_send`).
@@ -54,7 +59,16 @@ pub trait Bus: Send + Sync {
     /// Appends an event under its room key. The event is queued before this returns, so two
     /// calls from one task keep their order; the future resolves with the position once the
     /// log has durably acknowledged it.
-    fn publish(&self, event: &BusEvent) -> BoxFuture<'static, Result<u64, BusError>>;
+    fn publish(&self, event: &BusEvent) -> BoxFuture<'static, Result<u64, BusError>> {
+        self.publish_with(event, Headers::new())
+    }
+    /// [`Bus::publish`] with record headers (the trace context), which every consumer's
+    /// [`Delivered`] carries.
+    fn publish_with(
+        &self,
+        event: &BusEvent,
+        headers: Headers,
+    ) -> BoxFuture<'static, Result<u64, BusError>>;
     /// The partition a room's events go to.
     fn partition_of(&self, room: &str) -> i32;
     /// The log's epoch: changes only if the log was reset.

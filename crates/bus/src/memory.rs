@@ -95,13 +95,18 @@ async fn write_journal(journal: Arc<dyn Journal>, mut rx: mpsc::Receiver<Queued>
 
 #[async_trait]
 impl Bus for MemoryBus {
-    fn publish(&self, event: &BusEvent) -> BoxFuture<'static, Result<u64, BusError>> {
+    fn publish_with(
+        &self,
+        event: &BusEvent,
+        headers: crate::Headers,
+    ) -> BoxFuture<'static, Result<u64, BusError>> {
         // The lock spans numbering and hand-off so positions reach sinks (or the journal) in order.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let delivered = Delivered {
             partition: 0,
             position: state.last_position + 1,
             event: event.clone(),
+            headers,
         };
         let Some(journal) = &state.journal else {
             state.last_position += 1;

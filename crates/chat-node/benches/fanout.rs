@@ -59,6 +59,7 @@ fn fan_out_one_message(bencher: Bencher, members: u64) {
                     client_id: format!("c-{position}"),
                     ts: "2026-12-04T08:00:00.000Z".into(),
                 },
+                headers: Vec::new(),
             });
             for queue in &mut queues {
                 black_box(queue.try_recv().is_ok());

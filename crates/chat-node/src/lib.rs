@@ -18,6 +18,7 @@ mod recent;
 pub use recent::RecentLimits;
 pub mod registry;
 mod replay;
+pub mod trace;
 mod upgrade;
 
 use std::sync::Arc;
@@ -122,7 +123,10 @@ pub struct Node {
     deps: NodeDeps,
     registry: Arc<Registry>,
     revoked: Arc<RevokedSet>,
+    /// Cancelled when the drain begins: upgrades are refused and `/readyz` answers 503.
     shutdown: CancellationToken,
+    /// Cancelled at the end of the drain window: every socket still open closes with 1012.
+    closing: CancellationToken,
     next_conn_id: AtomicU64,
     /// Sockets open on this node, authenticated or not (the `--max-connections` cap).
     sockets: Arc<AtomicUsize>,
@@ -163,6 +167,7 @@ impl Node {
             registry: registry.clone(),
             revoked: Arc::new(RevokedSet::default()),
             shutdown: CancellationToken::new(),
+            closing: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
             sockets: Arc::new(AtomicUsize::new(0)),
         });
@@ -178,11 +183,48 @@ impl Node {
             .route("/ws", web::get().to(upgrade::ws));
     }
 
-    /// Begins the drain: new upgrades are refused, and every socket closes with 1012.
-    pub fn drain(&self) -> usize {
+    /// Begins the drain: new upgrades are refused and `/readyz` turns 503 at once; the open
+    /// sockets close with 1012 in random order, evenly spread over `window`, so their clients
+    /// do not all reconnect in the same instant. Sockets still open when the window ends
+    /// (those that were authenticating when it began) close then. Returns how many sockets the
+    /// drain spreads.
+    pub fn drain(self: &Arc<Self>, window: Duration) -> usize {
         self.shutdown.cancel();
-        self.registry
-            .close_all(onlychat_protocol::close::GOING_AWAY_RESTART)
+        let mut conns = self.registry.connections();
+        rand::seq::SliceRandom::shuffle(conns.as_mut_slice(), &mut rand::rng());
+        let count = conns.len();
+        if count == 0 {
+            self.closing.cancel();
+            return 0;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(DRAIN_TICK);
+            let mut closed = 0;
+            while closed < count {
+                tick.tick().await;
+                let elapsed = start.elapsed().as_secs_f64();
+                let due = if window.is_zero() {
+                    count
+                } else {
+                    ((elapsed / window.as_secs_f64()) * count as f64).ceil() as usize
+                };
+                for conn in &conns[closed..due.min(count)] {
+                    conn.kill
+                        .send_replace(Some(onlychat_protocol::close::GOING_AWAY_RESTART));
+                }
+                closed = closed.max(due.min(count));
+            }
+            tokio::time::sleep_until(start + window).await;
+            node.closing.cancel();
+        });
+        count
+    }
+
+    /// Whether the drain has begun.
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// Rebuilds the dedupe window from messages stored before this start (standalone).
@@ -224,12 +266,17 @@ impl Node {
     }
 }
 
+/// How often the drain closes the sockets whose turn has come.
+const DRAIN_TICK: Duration = Duration::from_millis(20);
+
 /// Applies every revocation: remember it, and close that session's sockets here.
 async fn watch_revocations(node: Arc<Node>) {
     let mut feed = node.deps.sessions.revocations();
     loop {
         match feed.recv().await {
             Ok(revocation) => {
+                metrics::counter!("onlychat_revocations_total", "code" => revocation.code.to_string())
+                    .increment(1);
                 node.revoked.insert(&revocation);
                 let closed = node
                     .registry

@@ -295,15 +295,15 @@ impl Registry {
         conns.len()
     }
 
-    /// Asks every connection to close with `code` (drain).
-    pub fn close_all(&self, code: u16) -> usize {
+    /// Every connection open on this node (for the drain).
+    pub fn connections(&self) -> Vec<ConnHandle> {
         let inner = self.lock();
-        let mut n = 0;
-        for conn in inner.sessions.values().flat_map(HashMap::values) {
-            conn.kill.send_replace(Some(code));
-            n += 1;
-        }
-        n
+        inner
+            .sessions
+            .values()
+            .flat_map(HashMap::values)
+            .cloned()
+            .collect()
     }
 
     /// Open connections on this node.
@@ -390,19 +390,35 @@ impl DeliverySink for Registry {
             }
             event @ BusEvent::Message { .. } => {
                 let room = event.room().to_owned();
+                let span = crate::trace::start_deliver(&delivered.headers, &room);
                 let Some(message) = event.into_chat_message(delivered.position, &self.epoch) else {
                     return;
                 };
+                let accepted = chrono::DateTime::parse_from_rfc3339(&message.ts).ok();
                 let start = inner.starts.get(&delivered.partition).copied().unwrap_or(0);
                 let Some(frame) = inner.recent.admit(message, start) else {
                     metrics::counter!("onlychat_duplicates_dropped_total").increment(1);
+                    crate::trace::end_deliver(span, 0);
                     return;
                 };
-                self.fan_out_text(&inner, &room, &frame, None)
+                let sockets = self.fan_out_text(&inner, &room, &frame, None);
+                if let Some(accepted) = accepted.filter(|_| sockets > 0) {
+                    record_deliver_latency(accepted);
+                }
+                crate::trace::end_deliver(span, sockets);
+                sockets
             }
         };
         metrics::counter!("onlychat_messages_out_total").increment(delivered_count as u64);
     }
+}
+
+/// Records `onlychat_deliver_latency_seconds`: from the moment the sender's node accepted the
+/// message (its `ts`, that node's clock) to its fan-out here.
+fn record_deliver_latency(accepted: chrono::DateTime<chrono::FixedOffset>) {
+    let elapsed = chrono::Utc::now().signed_duration_since(accepted);
+    metrics::histogram!("onlychat_deliver_latency_seconds")
+        .record(elapsed.as_seconds_f64().max(0.0));
 }
 
 #[cfg(test)]
@@ -451,6 +467,7 @@ mod tests {
                 client_id: format!("c{position}"),
                 ts: "2026-12-04T10:00:00.000Z".into(),
             },
+            headers: Vec::new(),
         }
     }
 

@@ -102,7 +102,10 @@ impl From<StoreError> for ApiError {
                 ErrorCode::UsernameTaken,
                 "that username is taken",
             ),
-            other => Self::unavailable(&other),
+            other => {
+                metrics::counter!("onlychat_db_errors_total", "op" => "api").increment(1);
+                Self::unavailable(&other)
+            }
         }
     }
 }

@@ -288,6 +288,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         tokens_issued_from: Some(from),
         ..node_settings(&args.serve, &args.socket)
     };
+    crate::telemetry::enable_chat_traces(&settings.node_id);
     let node = Node::start(settings, deps).await?;
     node.remember(recent);
     tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
@@ -419,6 +420,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         presence,
         history,
     };
+    crate::telemetry::enable_chat_traces(&settings.node_id);
     let node = Node::start(settings, deps).await?;
     serve::run(
         listener,

@@ -66,9 +66,15 @@ pub struct ServeArgs {
     /// Unique id of this process [default: hostname-pid-random].
     #[arg(long, env = "ONLYCHAT_NODE_ID")]
     pub node_id: Option<String>,
-    /// Longest time to finish in-flight work after SIGTERM.
+    /// Hard deadline after SIGTERM: the process exits by then, drained or not. Keep it inside
+    /// the pod's terminationGracePeriodSeconds (minus any preStop sleep).
     #[arg(long, env = "ONLYCHAT_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration)]
     pub shutdown_timeout: Duration,
+    /// A draining node closes its sockets with 1012 in random order, spread evenly over this
+    /// window, so clients do not all reconnect at once; at least 2s shorter than
+    /// --shutdown-timeout [default: half of --shutdown-timeout, at most 10s].
+    #[arg(long, env = "ONLYCHAT_DRAIN_WINDOW", value_parser = duration)]
+    pub drain_window: Option<Duration>,
     /// Time a client has to send a whole request head (slow-header clients get 408 and are
     /// closed); the WebSocket `auth` frame has its own `--auth-timeout`.
     #[arg(long, env = "ONLYCHAT_REQUEST_HEAD_TIMEOUT", default_value = "5s", value_parser = duration)]

@@ -25,8 +25,18 @@ pub struct Listener {
     tls: Option<rustls::ServerConfig>,
     origins: Vec<String>,
     shutdown_timeout: Duration,
+    drain_window: Duration,
     request_head_timeout: Duration,
 }
+
+/// Longest the trace exporter may take to send its last spans at exit.
+const TRACE_FLUSH: Duration = Duration::from_secs(1);
+/// Kept free before the deadline so the process is gone by then, not just leaving.
+const EXIT_MARGIN: Duration = Duration::from_millis(500);
+/// The drain window when none is set (and the shutdown timeout is at least twice as long).
+const DEFAULT_DRAIN_WINDOW: Duration = Duration::from_secs(10);
+/// Time kept back from the shutdown deadline for flushing the producer and the trace exporter.
+const FLUSH_RESERVE: Duration = Duration::from_secs(2);
 
 impl Listener {
     /// Loads the TLS files and checks the origins; a bad setting is a one-line `ConfigError`.
@@ -37,6 +47,17 @@ impl Listener {
                 "--allowed-origins (ONLYCHAT_ALLOWED_ORIGINS): {bad:?} is not an origin like \
                  https://chat.example or http://127.0.0.1:3000 (scheme and host, no path); \
                  leave the list empty to allow any"
+            )));
+        }
+        let drain_window = args
+            .drain_window
+            .unwrap_or_else(|| default_drain_window(args.shutdown_timeout));
+        if drain_window + FLUSH_RESERVE > args.shutdown_timeout {
+            return Err(config_error(format!(
+                "--drain-window (ONLYCHAT_DRAIN_WINDOW) {drain_window:?} must be at least \
+                 {FLUSH_RESERVE:?} shorter than --shutdown-timeout (ONLYCHAT_SHUTDOWN_TIMEOUT) \
+                 {:?}: the time left answers in-flight sends and flushes the producer",
+                args.shutdown_timeout
             )));
         }
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -61,9 +82,17 @@ impl Listener {
             tls,
             origins,
             shutdown_timeout: args.shutdown_timeout,
+            drain_window,
             request_head_timeout: args.request_head_timeout,
         })
     }
+}
+
+/// Half the shutdown timeout, at most 10 s, and never into the flush reserve.
+fn default_drain_window(shutdown_timeout: Duration) -> Duration {
+    (shutdown_timeout / 2)
+        .min(DEFAULT_DRAIN_WINDOW)
+        .min(shutdown_timeout.saturating_sub(FLUSH_RESERVE))
 }
 
 /// `--allowed-origins` without blanks; empty means any origin.
@@ -200,7 +229,7 @@ async fn not_found() -> HttpResponse {
 /// Serves `parts` on the listener until a signal, then drains within its shutdown timeout.
 pub async fn run(listener: Listener, parts: Parts) -> anyhow::Result<()> {
     telemetry::spawn_upkeep();
-    let shutdown_timeout = listener.shutdown_timeout;
+    let (shutdown_timeout, drain_window) = (listener.shutdown_timeout, listener.drain_window);
     let app_parts = parts.clone();
     let origins = listener.origins.clone();
     let server = HttpServer::new(move || {
@@ -239,23 +268,44 @@ pub async fn run(listener: Listener, parts: Parts) -> anyhow::Result<()> {
     );
     let serving = tokio::spawn(server);
     wait_for_signal().await;
-    tracing::info!("signal received; draining");
+    let deadline = tokio::time::Instant::now() + shutdown_timeout;
+    tracing::info!(
+        ?drain_window,
+        ?shutdown_timeout,
+        "signal received; draining"
+    );
     tokio::spawn(async {
         wait_for_signal().await;
         eprintln!("onlychat: second signal; exiting at once");
         std::process::exit(130);
     });
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline - EXIT_MARGIN / 2).await;
+        eprintln!("onlychat: shutdown deadline ({shutdown_timeout:?}) reached; exiting");
+        std::process::exit(1);
+    });
     if let Some(node) = &parts.node {
-        let closed = node.drain();
-        tracing::info!(closed, "sockets asked to close with 1012");
+        let spread = node.drain(drain_window);
+        tracing::info!(spread, "closing sockets with 1012 over the drain window");
+        // The sockets close over the window, then answer their in-flight sends; wait for the
+        // last of them, keeping the reserve for the flushes below.
+        let sockets_gone = deadline - FLUSH_RESERVE;
+        while node.connection_count() > 0 && tokio::time::Instant::now() < sockets_gone {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!(open = node.connection_count(), "sockets closed");
     }
+    // In-flight HTTP requests finish; the listener takes no more.
     handle.stop(true).await;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     if let Some(node) = &parts.node
-        && let Err(e) = node.flush(shutdown_timeout).await
+        && let Err(e) = node.flush(left()).await
     {
         tracing::error!(error = %e, "producer flush did not complete");
     }
     let _ = serving.await;
+    // Spans still queued get a moment; a collector that does not answer gets no more.
+    telemetry::shutdown(left().saturating_sub(EXIT_MARGIN).min(TRACE_FLUSH)).await;
     tracing::info!("stopped");
     Ok(())
 }

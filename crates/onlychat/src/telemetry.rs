@@ -1,12 +1,22 @@
-//! Logs (`RUST_LOG`, `ONLYCHAT_LOG_FORMAT=json`) and the Prometheus recorder behind `/metrics`.
+//! Logs (`RUST_LOG`, `ONLYCHAT_LOG_FORMAT=json`), the Prometheus recorder behind `/metrics`,
+//! and OpenTelemetry traces exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+static TRACES: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Histogram buckets (seconds) of every `*_seconds` metric: sub-millisecond fan-out up to
+/// multi-second broker outages.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The log filter when `RUST_LOG` is not set.
 pub const DEFAULT_LOG_FILTER: &str = "info,librdkafka=off,rdkafka=off,actix_server=warn,sqlx=warn";
@@ -31,14 +41,87 @@ pub fn init() -> Telemetry {
     } else {
         builder.init();
     }
-    PROMETHEUS.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics recorder not installed");
-            None
+    PROMETHEUS.get_or_init(|| {
+        let installed = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(PrometheusBuilder::install_recorder);
+        match installed {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                None
+            }
         }
     });
+    init_traces();
     Telemetry
+}
+
+/// Whether an OTLP trace endpoint is configured (and tracing not switched off with
+/// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`).
+fn traces_configured() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let is = |name: &str, value: &str| {
+        std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
+    };
+    (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        && !is("OTEL_SDK_DISABLED", "true")
+        && !is("OTEL_TRACES_EXPORTER", "none")
+}
+
+/// Installs the global tracer provider (batching, OTLP/HTTP protobuf; endpoint, headers,
+/// timeout and `OTEL_SERVICE_NAME`/`OTEL_RESOURCE_ATTRIBUTES` from the standard variables) and
+/// the W3C trace-context propagator. The batch exporter runs on its own thread with a bounded
+/// queue: an unreachable collector drops spans, it never slows or grows the process.
+fn init_traces() {
+    if !traces_configured() {
+        return;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            tracing::warn!(error = %e, "OTLP trace exporter not started; traces are off");
+            return;
+        }
+    };
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("onlychat");
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let _ = TRACES.set(provider);
+    tracing::info!("exporting traces over OTLP/HTTP");
+}
+
+/// Turns on the chat path's spans for node `node_id`, if traces are exported.
+pub fn enable_chat_traces(node_id: &str) {
+    if TRACES.get().is_some() {
+        onlychat_chat_node::trace::enable(node_id);
+    }
+}
+
+/// Exports the spans still queued, waiting at most `within` (the exporter's own thread
+/// carries on if it is stuck; the process exits regardless).
+pub async fn shutdown(within: Duration) {
+    let Some(provider) = TRACES.get().cloned() else {
+        return;
+    };
+    let flushed = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(within));
+    match tokio::time::timeout(within, flushed).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "trace exporter did not shut down cleanly"),
+        Ok(Err(_)) | Err(_) => tracing::warn!("trace exporter shutdown timed out"),
+    }
 }
 
 /// Starts the periodic upkeep the exporter needs (histogram buckets, idle series).

@@ -19,6 +19,7 @@ use super::flood::{Flood, Verdict};
 use crate::Node;
 use crate::recent::Original;
 use crate::registry::ConnHandle;
+use crate::trace::SendSpans;
 
 /// The state of one authenticated connection.
 pub(crate) struct Conn {
@@ -256,7 +257,9 @@ impl Conn {
             ts: ts.clone(),
         };
         metrics::counter!("onlychat_messages_in_total").increment(1);
-        let published = self.node.deps.bus.publish(&event);
+        let spans = crate::trace::SendSpans::start(&room, &self.claims.sub, &client_id);
+        let headers = spans.as_ref().map(SendSpans::headers).unwrap_or_default();
+        let published = self.node.deps.bus.publish_with(&event, headers);
         let (node, handle, from) = (
             self.node.clone(),
             self.handle.clone(),
@@ -264,7 +267,11 @@ impl Conn {
         );
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let reply = match published.await {
+            let published = published.await;
+            if let Some(spans) = spans {
+                spans.end(published.as_ref().map(|p| *p).map_err(|e| e as _));
+            }
+            let reply = match published {
                 Ok(position) => {
                     metrics::histogram!("onlychat_produce_seconds")
                         .record(started.elapsed().as_secs_f64());

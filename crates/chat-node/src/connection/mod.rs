@@ -128,7 +128,7 @@ async fn serve(
     let mut armed_exp = conn.expiry_unix();
     let expiry = sleep_until(conn.expires_at());
     let silence = sleep_until(Instant::now() + heartbeat * 2);
-    let shutdown = node.shutdown.cancelled();
+    let shutdown = node.closing.cancelled();
     tokio::pin!(expiry, silence, shutdown);
     let code = 'serve: loop {
         if armed_exp != conn.expiry_unix() {
