@@ -343,6 +343,36 @@ async fn one_message_is_one_trace_from_the_sending_node_through_kafka_to_the_oth
             "the trace has {operation} on {service}: {spans:?}"
         );
     }
+    // Node B's delivery is a child of node A's produce span: the context came in the record.
+    let span_id = |operation: &str| {
+        trace["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["operationName"] == operation)
+            .map(|s| s["spanID"].clone())
+            .expect("span")
+    };
+    let produce = span_id("kafka.produce");
+    let processes = &trace["processes"];
+    let delivered_on_b = trace["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| {
+            s["operationName"] == "chat.deliver"
+                && processes[s["processID"].as_str().unwrap_or_default()]["serviceName"]
+                    == service_b.as_str()
+        })
+        .expect("node B's chat.deliver");
+    assert!(
+        delivered_on_b["references"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["refType"] == "CHILD_OF" && r["spanID"] == produce),
+        "node B's chat.deliver is a child of kafka.produce: {delivered_on_b}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
