@@ -24,6 +24,11 @@ scripts/services.sh up
 trap 'echo "== services down"; scripts/services.sh down || true' EXIT
 eval "$(scripts/services.sh env)"
 
+# deploy/ and docker-compose.yml: kustomize builds, strict schemas, promtool, metric names; then
+# the self-test that proves each of those checks fails on a broken copy (scripts/check-deploy.sh).
+phase "deploy check"
+scripts/check-deploy.sh --all
+
 phase "build"
 cargo build --workspace --all-targets --locked
 
