@@ -24,6 +24,12 @@ scripts/services.sh up
 trap 'echo "== services down"; scripts/services.sh down || true' EXIT
 eval "$(scripts/services.sh env)"
 
+# Prometheus (Debian) and Jaeger (built once from the Go module proxy, cached outside the repo)
+# for the tests that scrape metrics and query traces; each test starts its own instance.
+phase "observability tools"
+scripts/observability.sh install
+eval "$(scripts/observability.sh env)"
+
 # deploy/ and docker-compose.yml: kustomize builds, strict schemas, promtool, metric names; then
 # the self-test that proves each of those checks fails on a broken copy (scripts/check-deploy.sh).
 phase "deploy check"
