@@ -196,9 +196,11 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Three rounds, each with a fresh member that joins and stops reading while 3000 messages of
-/// 4 KB go through the room: every stalled member is closed with 4008, the reading member gets
-/// everything, and the node's memory returns to the baseline taken after the first round.
+/// A quiet round, then three rounds each with a fresh member that joins and stops reading, while
+/// 3000 messages of 4 KB go through the room per round: every stalled member is closed with
+/// 4008, the reading member gets everything (its send-to-deliver latency in the quiet round and
+/// in the stalled rounds is printed), and the node's memory returns to the baseline taken after
+/// the first stalled round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing() {
     let cluster = Cluster::start_with(
@@ -225,30 +227,39 @@ async fn a_reader_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing()
     let mut rx = Ws::connect(&cluster.ws_url(0), &reader.access_token).await;
     tx.join("busy").await;
     rx.join("busy").await;
+    // Round 0 is quiet (nobody stalls): the reading member's latency to compare with.
     let (rounds, per_round) = (3, 3000);
     let reading = tokio::spawn(async move {
-        let (mut got, mut worst) = (0, Duration::ZERO);
-        while got < rounds * per_round {
+        let mut latencies: Vec<(usize, Duration)> = Vec::new();
+        while latencies.len() < (rounds + 1) * per_round {
             let frame = rx.recv().await;
             if frame["type"] == "message" {
-                got += 1;
                 let sent: f64 = frame["body"]
                     .as_str()
                     .and_then(|b| b.split(' ').next())
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(0.0);
-                worst = worst.max(Duration::from_secs_f64((unix_now() - sent).max(0.0)));
+                let round = frame["client_id"]
+                    .as_str()
+                    .and_then(|c| c.strip_prefix('m')?.split('-').next()?.parse().ok())
+                    .unwrap_or(usize::MAX);
+                latencies.push((round, Duration::from_secs_f64((unix_now() - sent).max(0.0))));
             }
         }
-        (got, worst)
+        latencies
     });
     let body = "z".repeat(4000);
     let mut baseline = 0;
-    for round in 0..rounds {
+    for round in 0..=rounds {
         // The stalled member joins, then never reads again: its TCP window fills, then its queue.
-        let mut slow = raw(&cluster, &stalled.access_token).await;
-        slow.text(&json!({"type": "join", "room": "busy"}).to_string())
-            .await;
+        let mut slow = if round == 0 {
+            None
+        } else {
+            let mut slow = raw(&cluster, &stalled.access_token).await;
+            slow.text(&json!({"type": "join", "room": "busy"}).to_string())
+                .await;
+            Some(slow)
+        };
         // In batches, each answered before the next, so the sender itself keeps up: a batch's
         // acks and echoes (two frames per send) fit the sender's own queue of 64 even while
         // its socket buffer is full, whatever the relative speed of node and test.
@@ -265,6 +276,9 @@ async fn a_reader_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing()
                 acked += usize::from(tx.recv().await["type"] == "ack");
             }
         }
+        let Some(mut slow) = slow.take() else {
+            continue;
+        };
         let (_, code) = slow.until_close(Duration::from_secs(20)).await;
         assert_eq!(
             code,
@@ -275,7 +289,7 @@ async fn a_reader_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing()
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let rss = onlychat_e2e::rss_kib(pid);
         eprintln!("slow consumer round {round}: node RSS {rss} KiB");
-        if round == 0 {
+        if round == 1 {
             baseline = rss;
         } else {
             assert!(
@@ -284,11 +298,31 @@ async fn a_reader_that_stops_reading_is_closed_4008_and_the_room_keeps_flowing()
             );
         }
     }
-    let (got, worst) = reading.await.expect("reader");
-    eprintln!(
-        "slow consumer: the reading member got all {got} (worst send-to-deliver {worst:?}) while stalled members were cut off"
+    let latencies = reading.await.expect("reader");
+    assert_eq!(
+        latencies.len(),
+        (rounds + 1) * per_round,
+        "the reading member got everything"
     );
-    assert_eq!(got, rounds * per_round, "the reading member got everything");
+    let (mut quiet, mut stalled): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
+    for (round, latency) in latencies {
+        if round == 0 {
+            quiet.push(latency);
+        } else {
+            stalled.push(latency);
+        }
+    }
+    quiet.sort();
+    stalled.sort();
+    eprintln!(
+        "slow consumer: the reading member got all {} messages; send-to-deliver quiet p50 {:?} p99 {:?}, with a stalled member p50 {:?} p99 {:?} max {:?}",
+        quiet.len() + stalled.len(),
+        percentile(&quiet, 0.5),
+        percentile(&quiet, 0.99),
+        percentile(&stalled, 0.5),
+        percentile(&stalled, 0.99),
+        stalled.last().copied().unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,23 +507,37 @@ async fn memory_stays_flat_while_rounds_of_clients_send_oversized_frames() {
         http.user(&unique("bystander")).await,
         http.user(&unique("attacker")).await,
     );
-    let mut ws = Ws::connect(&cluster.ws_url(0), &bystander.access_token).await;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let pinger = tokio::spawn(async move {
+    // The bystander pings from a process of its own: the attackers' client-side work in this
+    // process (masking megabytes of frames) must not delay its timing, only the node may.
+    let mut pinger = tokio::process::Command::new(env!("CARGO_BIN_EXE_pinger"))
+        .args([&cluster.ws_url(0), &bystander.access_token, "600"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the pinger");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        pinger.stdout.take().expect("stdout"),
+    ));
+    assert_eq!(
+        lines.next_line().await.expect("pinger output").as_deref(),
+        Some("ready"),
+        "the pinger connected"
+    );
+    let pinger_start = Instant::now();
+    let samples = tokio::spawn(async move {
         let mut rtts = Vec::new();
-        while !*stop_rx.borrow_and_update() {
-            let started = Instant::now();
-            ws.send(json!({"type": "ping"})).await;
-            ws.expect("pong").await;
-            rtts.push((started, started.elapsed()));
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut fields = line.split(' ').filter_map(|f| f.parse::<u64>().ok());
+            if let (Some(at), Some(rtt)) = (fields.next(), fields.next()) {
+                rtts.push((Duration::from_micros(at), Duration::from_micros(rtt)));
+            }
         }
         rtts
     });
     let addr = cluster.nodes[0].addr.clone();
     // A quiet second first: the bystander's latency with nobody attacking.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let attack_from = Instant::now();
+    let attack_from = pinger_start.elapsed();
     // Warm-up: the allocator and actix's buffers reach their working size. Each round's sockets
     // land unevenly on the node's worker threads and their malloc arenas; three rounds let each
     // arena reach its peak (with two, a later round could still add ~4% on a busy machine).
@@ -527,8 +575,8 @@ async fn memory_stays_flat_while_rounds_of_clients_send_oversized_frames() {
             );
         }
     }
-    let _ = stop_tx.send(true);
-    let samples = pinger.await.expect("pinger");
+    pinger.start_kill().expect("stop the pinger");
+    let samples = samples.await.expect("pinger samples");
     let (mut quiet, mut attacked): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());
     for (at, rtt) in samples {
         if at < attack_from {
