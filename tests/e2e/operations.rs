@@ -20,22 +20,33 @@ async fn status_of(url: &str) -> u16 {
     reqwest::get(url).await.map_or(0, |r| r.status().as_u16())
 }
 
+/// A cluster whose nodes drain over `window` within `deadline`.
+async fn draining_cluster(nodes: usize, window: &str, deadline: &str) -> Cluster {
+    Cluster::start_with(
+        nodes,
+        ClusterOptions {
+            node_env: vec![
+                ("ONLYCHAT_DRAIN_WINDOW", window.to_owned()),
+                ("ONLYCHAT_SHUTDOWN_TIMEOUT", deadline.to_owned()),
+            ],
+            ..ClusterOptions::default()
+        },
+    )
+    .await
+}
+
+/// The status of a login with the right password.
+async fn login_status(http: &onlychat_e2e::Http, username: &str) -> u16 {
+    let body = json!({"username": username, "password": format!("password-{username}")});
+    http.post("/v1/auth/login", &body, None).await.0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_turns_unready_at_once_spreads_1012_over_its_window_and_exits_in_time() {
     const SOCKETS: usize = 40;
     let window = Duration::from_secs(3);
     let deadline = Duration::from_secs(8);
-    let mut cluster = Cluster::start_with(
-        2,
-        ClusterOptions {
-            node_env: vec![
-                ("ONLYCHAT_DRAIN_WINDOW", "3s".to_owned()),
-                ("ONLYCHAT_SHUTDOWN_TIMEOUT", "8s".to_owned()),
-            ],
-            ..ClusterOptions::default()
-        },
-    )
-    .await;
+    let mut cluster = draining_cluster(2, "3s", "8s").await;
     let http = cluster.http();
     let mut clients = Vec::new();
     for _ in 0..SOCKETS {
@@ -116,17 +127,7 @@ async fn a_draining_node_turns_unready_at_once_spreads_1012_over_its_window_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_during_the_drain_exits_at_once() {
-    let mut cluster = Cluster::start_with(
-        1,
-        ClusterOptions {
-            node_env: vec![
-                ("ONLYCHAT_DRAIN_WINDOW", "20s".to_owned()),
-                ("ONLYCHAT_SHUTDOWN_TIMEOUT", "30s".to_owned()),
-            ],
-            ..ClusterOptions::default()
-        },
-    )
-    .await;
+    let mut cluster = draining_cluster(1, "20s", "30s").await;
     let http = cluster.http();
     // Two sockets: the second one's turn comes only halfway through the 20 s window.
     let mut sockets = Vec::new();
@@ -263,25 +264,19 @@ async fn prometheus_scrapes_every_process_and_each_operator_metric_moves() {
 
     // Redis and the database away: logins answer 503 and the errors are counted.
     redis.stop();
-    let (status, _) = http
-        .post(
-            "/v1/auth/login",
-            &json!({"username": alice_name, "password": format!("password-{alice_name}")}),
-            None,
-        )
-        .await;
-    assert_eq!(status, 503, "login without Redis");
+    assert_eq!(
+        login_status(&http, &alice_name).await,
+        503,
+        "login without Redis"
+    );
     metric_moves(&prometheus, "onlychat_redis_errors_total", 0.0).await;
     redis.restart();
     pg.stop();
-    let (status, _) = http
-        .post(
-            "/v1/auth/login",
-            &json!({"username": alice_name, "password": format!("password-{alice_name}")}),
-            None,
-        )
-        .await;
-    assert_eq!(status, 503, "login without the database");
+    assert_eq!(
+        login_status(&http, &alice_name).await,
+        503,
+        "login without the database"
+    );
     metric_moves(&prometheus, "onlychat_db_errors_total", 0.0).await;
     pg.restart();
     drop(b);
