@@ -148,6 +148,52 @@ async fn a_second_signal_during_the_drain_exits_at_once() {
     assert_eq!(status.code(), Some(130), "the second signal's exit code");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_gateway_finishes_the_requests_in_flight_before_it_exits() {
+    let mut cluster = Cluster::start(1).await;
+    let http = cluster.http();
+    let mut names = Vec::new();
+    for _ in 0..20 {
+        let name = unique("inflight");
+        http.register(&name).await;
+        names.push(name);
+    }
+    // Twenty logins at once: each hashes a password on the blocking pool, so most are still
+    // running when the signal comes.
+    let logins = names.iter().map(|name| {
+        let http = cluster.http();
+        let name = name.clone();
+        async move { login_status(&http, &name).await }
+    });
+    let logins = tokio::spawn(futures_util::future::join_all(logins));
+    // Long enough for every request to be sent, short of the ~1 s the hashing takes.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let signalled = Instant::now();
+    cluster.gateway.signal_term();
+    let statuses = logins.await.expect("logins");
+    let status = cluster
+        .gateway
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the gateway exits");
+    eprintln!(
+        "gateway drain: {} logins answered {:?}, exit after {:?}",
+        statuses.len(),
+        statuses,
+        signalled.elapsed()
+    );
+    assert!(status.success(), "a graceful exit: {status}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "every login in flight at SIGTERM is answered 200: {statuses:?}"
+    );
+    assert_eq!(
+        status_of(&format!("{}/healthz", cluster.gateway.base_url())).await,
+        0,
+        "the listener is closed after the exit"
+    );
+}
+
 /// The metrics the issue names, each with the value it must reach (`sum` over its series).
 async fn metric_moves(prometheus: &Prometheus, expr: &str, before: f64) -> f64 {
     eventually(
