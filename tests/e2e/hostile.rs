@@ -683,3 +683,35 @@ async fn a_client_close_is_answered_with_its_own_code() {
     ws.frame(true, op::CLOSE, &1000u16.to_be_bytes()).await;
     assert_eq!(ws.until_close(Duration::from_secs(3)).await.1, Some(1000));
 }
+
+/// Password hashing needs 19 MiB per login. Waves of concurrent logins (wrong passwords, which
+/// hash like right ones) must not leave that much behind per login: the gateway's memory stays
+/// bounded by its hashing slots, not by how many logins came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_of_concurrent_logins_do_not_grow_the_gateway() {
+    let cluster = Cluster::start(0).await;
+    let pid = cluster.gateway.pid().expect("gateway pid");
+    let http = cluster.http();
+    let wave = || {
+        futures_util::future::join_all((0..40).map(|_| {
+            let http = cluster.http();
+            async move {
+                let body = json!({"username": unique("nobody"), "password": "wrong-password"});
+                http.post("/v1/auth/login", &body, None).await.0
+            }
+        }))
+    };
+    let first = wave().await;
+    assert!(first.iter().all(|s| *s == 401), "wrong logins: {first:?}");
+    let after_one = onlychat_e2e::rss_kib(pid);
+    for _ in 0..3 {
+        wave().await;
+    }
+    let after_four = onlychat_e2e::rss_kib(pid);
+    eprintln!("gateway RSS after 40 concurrent logins {after_one} KiB, after 160 {after_four} KiB");
+    drop(http);
+    assert!(
+        after_four < after_one + 40 * 1024,
+        "120 more logins grew the gateway from {after_one} KiB to {after_four} KiB"
+    );
+}
