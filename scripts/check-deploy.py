@@ -391,7 +391,7 @@ def resource_problems(c: dict) -> list[str]:
 
 
 def timing_problems(docs: list[dict], dep: dict, c: dict) -> list[str]:
-    """preStop + shutdown timeout < grace period; drain window < shutdown timeout."""
+    """preStop + shutdown timeout < grace period; drain window + 2 s <= shutdown timeout."""
     out = []
     env = pod_env(docs, c)
     raw_timeout, raw_drain = env.get("ONLYCHAT_SHUTDOWN_TIMEOUT"), env.get("ONLYCHAT_DRAIN_WINDOW")

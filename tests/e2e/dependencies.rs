@@ -462,9 +462,25 @@ async fn a_postgres_outage_keeps_chat_going_refuses_login_and_history_and_the_wr
         acked.push(chat(&mut a, &mut b, "pg", &format!("a{i}")).await);
         acked.push(chat(&mut b, &mut a, "pg", &format!("b{i}")).await);
     }
+    // The writer is stuck on its batch; its lag gauge says how much is waiting.
+    let metrics = format!("{base}/metrics");
+    let waiting = eventually(
+        Duration::from_secs(15),
+        "the history writer's lag to show the messages waiting",
+        || async {
+            let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+            let lag: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("onlychat_consumer_lag_messages{consumer=\"history\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (lag >= 20.0).then_some(lag)
+        },
+    )
+    .await;
     let outage = down.elapsed();
     eprintln!(
-        "postgres down: gateway /readyz 503 after {noticed:?}; login refused with 503 in \
+        "postgres down: history lag {waiting} records; gateway /readyz 503 after {noticed:?}; login refused with 503 in \
          {login_took:?}, history in {history_took:?}; 30 messages acked and delivered meanwhile"
     );
 

@@ -75,11 +75,25 @@ async fn a_draining_node_turns_unready_at_once_spreads_1012_over_its_window_and_
         reasons.to_string().contains("draining"),
         "readyz says why: {reasons}"
     );
-    let refused = Ws::open(&ws_url, Some(&late.access_token)).await;
-    assert!(
-        refused.is_err(),
-        "a draining node refuses new upgrades (503 before the upgrade)"
+    let refused = reqwest::Client::new()
+        .get(format!("{base}/ws"))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .bearer_auth(&late.access_token)
+        .send()
+        .await
+        .expect("an answer to the upgrade");
+    assert_eq!(
+        (
+            refused.status().as_u16(),
+            refused.headers().get("retry-after").map(|v| v.as_bytes())
+        ),
+        (503, Some(&b"2"[..])),
+        "a draining node refuses new upgrades with 503 and Retry-After"
     );
+    assert!(Ws::open(&ws_url, Some(&late.access_token)).await.is_err());
 
     // Each client notes when its 1012 arrived.
     let closes = futures_util::future::join_all(clients.into_iter().map(|mut ws| async move {

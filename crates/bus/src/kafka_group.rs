@@ -3,6 +3,7 @@
 //! crash re-reads from the last finished batch (at-least-once; the work must be idempotent).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -10,6 +11,9 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::{ErrorLog, LagConsumer, client_config, decode, lag_consumer, setup_err};
+
+/// Longest wait for each broker answer when reporting lag.
+const LAG_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 use crate::{BusError, Delivered, KafkaBus};
 
 /// One batch read from the group's partitions, and where each partition got to.
@@ -23,7 +27,7 @@ pub struct Batch {
 
 /// A member of a consumer group on the bus topic.
 pub struct GroupReader {
-    consumer: LagConsumer,
+    consumer: Arc<LagConsumer>,
     topic: String,
     errors: ErrorLog,
 }
@@ -48,7 +52,7 @@ impl KafkaBus {
             .subscribe(&[&self.settings.topic])
             .map_err(setup_err)?;
         Ok(GroupReader {
-            consumer,
+            consumer: Arc::new(consumer),
             topic: self.settings.topic.clone(),
             errors: ErrorLog::default(),
         })
@@ -89,6 +93,37 @@ impl GroupReader {
             }
         }
         batch
+    }
+
+    /// Sets `onlychat_consumer_lag_messages{consumer="history"}` from the broker: each assigned
+    /// partition's end minus the group's committed offset. For a caller stuck on a batch (its
+    /// database is down): the statistics that feed the gauge come only while records are read.
+    pub async fn report_lag(&self) {
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let lags = tokio::task::spawn_blocking(move || {
+            let assigned = consumer.assignment()?;
+            let committed = consumer.committed_offsets(assigned, LAG_QUERY_TIMEOUT)?;
+            let mut lags = Vec::new();
+            for element in committed.elements_for_topic(&topic) {
+                let (_, high) =
+                    consumer.fetch_watermarks(&topic, element.partition(), LAG_QUERY_TIMEOUT)?;
+                if let Offset::Offset(at) = element.offset() {
+                    lags.push((element.partition(), (high - at).max(0)));
+                }
+            }
+            Ok::<_, rdkafka::error::KafkaError>(lags)
+        })
+        .await;
+        if let Ok(Ok(lags)) = lags {
+            for (partition, lag) in lags {
+                metrics::gauge!(
+                    "onlychat_consumer_lag_messages",
+                    "consumer" => "history",
+                    "partition" => partition.to_string()
+                )
+                .set(lag as f64);
+            }
+        }
     }
 
     /// Commits the batch's positions: call only once its work is durably done.

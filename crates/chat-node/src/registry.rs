@@ -390,7 +390,14 @@ impl DeliverySink for Registry {
             }
             event @ BusEvent::Message { .. } => {
                 let room = event.room().to_owned();
-                let span = crate::trace::start_deliver(&delivered.headers, &room);
+                // Only a node with members in the room has a delivery to trace: records read
+                // back at start, or rooms with nobody here, make no span.
+                let span = inner
+                    .rooms
+                    .get(&room)
+                    .is_some_and(|members| !members.is_empty())
+                    .then(|| crate::trace::start_deliver(&delivered.headers, &room))
+                    .flatten();
                 let Some(message) = event.into_chat_message(delivered.position, &self.epoch) else {
                     return;
                 };

@@ -3,7 +3,7 @@
 //! ```text
 //! chat.send      (node A, server)    the `send` frame, until its ack or error is queued
 //! └ kafka.produce (node A, producer)  until the log acknowledged the record
-//!   └ chat.deliver (every node, consumer)  the record read back and fanned out to sockets
+//!   └ chat.deliver (every node with members in the room, consumer)  fanned out to sockets
 //! ```
 //!
 //! The produce span's context rides in the record's W3C `traceparent` header, so each node's

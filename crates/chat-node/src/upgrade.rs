@@ -16,6 +16,14 @@ fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(error_body(code, message))
 }
 
+/// 503 before the upgrade, with `Retry-After` like every 503 of the API, counted by `reason`.
+fn unavailable(reason: &'static str, message: &str) -> HttpResponse {
+    metrics::counter!("onlychat_upgrades_refused_total", "reason" => reason).increment(1);
+    HttpResponse::ServiceUnavailable()
+        .insert_header((actix_web::http::header::RETRY_AFTER, "2"))
+        .json(error_body(ErrorCode::Unavailable, message))
+}
+
 fn has_query_token(req: &HttpRequest) -> bool {
     req.query_string()
         .split('&')
@@ -64,20 +72,12 @@ pub async fn ws(
     node: web::Data<Node>,
 ) -> actix_web::Result<HttpResponse> {
     if node.shutdown.is_cancelled() {
-        return Ok(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "this node is draining",
-        ));
+        return Ok(unavailable("draining", "this node is draining"));
     }
     if !node.deps.bus.is_ready() {
         // Until the node has read the log back to its end, a join could not have an exact seam
         // without replaying old messages as live ones.
-        return Ok(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "this node is still starting",
-        ));
+        return Ok(unavailable("starting", "this node is still starting"));
     }
     if !headers_within_limits(&node, &req) {
         return Ok(refuse(
@@ -87,10 +87,8 @@ pub async fn ws(
         ));
     }
     let Some(slot) = node.claim_socket() else {
-        metrics::counter!("onlychat_upgrades_refused_total", "reason" => "full").increment(1);
-        return Ok(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
+        return Ok(unavailable(
+            "full",
             "this node holds all the connections it may; try another",
         ));
     };

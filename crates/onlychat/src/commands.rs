@@ -289,6 +289,7 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         ..node_settings(&args.serve, &args.socket)
     };
     crate::telemetry::enable_chat_traces(&settings.node_id);
+    crate::telemetry::zero_series(crate::telemetry::NODE_SERIES);
     let node = Node::start(settings, deps).await?;
     node.remember(recent);
     tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
@@ -317,6 +318,8 @@ async fn redis_sessions(
 }
 
 async fn kafka(args: &KafkaArgs, node_id: String) -> anyhow::Result<Arc<KafkaBus>> {
+    // Setting up waits for the brokers (up to a minute); say so, or a pod's log stays empty.
+    tracing::info!(brokers = %args.kafka_brokers, topic = %args.kafka_topic, "connecting to Kafka");
     let bus = KafkaBus::connect(KafkaSettings {
         brokers: args.kafka_brokers.clone(),
         topic: args.kafka_topic.clone(),
@@ -335,6 +338,7 @@ fn spawn_history_writer(
     store: Store,
     writer: &WriterArgs,
 ) -> anyhow::Result<()> {
+    crate::telemetry::zero_series(crate::telemetry::WRITER_SERIES);
     let reader = bus
         .group_reader(&writer.history_group)
         .context("cannot join the history consumer group")?;
@@ -421,6 +425,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         history,
     };
     crate::telemetry::enable_chat_traces(&settings.node_id);
+    crate::telemetry::zero_series(crate::telemetry::NODE_SERIES);
     let node = Node::start(settings, deps).await?;
     serve::run(
         listener,

@@ -69,6 +69,8 @@ pub async fn run(
                     }
                     failures += 1;
                     metrics::counter!("onlychat_db_errors_total", "op" => "history").increment(1);
+                    // The lag statistics stop while no records are read; keep the gauge true.
+                    reader.report_lag().await;
                     tokio::time::sleep(RETRY_EVERY).await;
                 }
             }

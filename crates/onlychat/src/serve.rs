@@ -49,10 +49,11 @@ impl Listener {
                  leave the list empty to allow any"
             )));
         }
+        // A window that was not set follows the timeout, so any timeout works on its own.
         let drain_window = args
             .drain_window
             .unwrap_or_else(|| default_drain_window(args.shutdown_timeout));
-        if drain_window + FLUSH_RESERVE > args.shutdown_timeout {
+        if args.drain_window.is_some() && drain_window + FLUSH_RESERVE > args.shutdown_timeout {
             return Err(config_error(format!(
                 "--drain-window (ONLYCHAT_DRAIN_WINDOW) {drain_window:?} must be at least \
                  {FLUSH_RESERVE:?} shorter than --shutdown-timeout (ONLYCHAT_SHUTDOWN_TIMEOUT) \
@@ -268,12 +269,23 @@ pub async fn run(listener: Listener, parts: Parts) -> anyhow::Result<()> {
     );
     let serving = tokio::spawn(server);
     wait_for_signal().await;
-    let deadline = tokio::time::Instant::now() + shutdown_timeout;
-    tracing::info!(
-        ?drain_window,
-        ?shutdown_timeout,
-        "signal received; draining"
-    );
+    let now = tokio::time::Instant::now();
+    // A timeout too large for the clock (days of them) means "no deadline" in practice.
+    let deadline = now
+        .checked_add(shutdown_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+    if parts.node.is_some() {
+        tracing::info!(
+            ?drain_window,
+            ?shutdown_timeout,
+            "signal received; draining"
+        );
+    } else {
+        tracing::info!(
+            ?shutdown_timeout,
+            "signal received; finishing in-flight requests"
+        );
+    }
     tokio::spawn(async {
         wait_for_signal().await;
         eprintln!("onlychat: second signal; exiting at once");

@@ -53,9 +53,118 @@ pub fn init() -> Telemetry {
             }
         }
     });
+    describe_metrics();
     init_traces();
     Telemetry
 }
+
+/// `# HELP` text for every metric (README "metrics" has the same list).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "onlychat_connections",
+        "Authenticated sockets open on this node."
+    );
+    describe_counter!("onlychat_joins_total", "Room joins.");
+    describe_counter!("onlychat_frames_in_total", "Client frames read.");
+    describe_counter!("onlychat_messages_in_total", "Sends taken from clients.");
+    describe_counter!("onlychat_messages_out_total", "Messages queued to sockets.");
+    describe_histogram!(
+        "onlychat_deliver_latency_seconds",
+        Unit::Seconds,
+        "From the sending node accepting a message to its fan-out on this node."
+    );
+    describe_histogram!(
+        "onlychat_produce_seconds",
+        Unit::Seconds,
+        "Kafka produce until the broker acknowledged (acks=all)."
+    );
+    describe_gauge!(
+        "onlychat_consumer_lag_messages",
+        "Records in the log not yet read, per consumer and partition."
+    );
+    describe_counter!(
+        "onlychat_history_stored_total",
+        "Messages stored by the history writer."
+    );
+    describe_histogram!(
+        "onlychat_history_batch_seconds",
+        Unit::Seconds,
+        "Time to store one history batch."
+    );
+    describe_counter!(
+        "onlychat_evictions_total",
+        "Sockets closed because their session ended."
+    );
+    describe_counter!(
+        "onlychat_revocations_total",
+        "Session revocations received, by close code."
+    );
+    describe_counter!(
+        "onlychat_auth_failures_total",
+        "Refused logins and upgrades, by reason."
+    );
+    describe_counter!(
+        "onlychat_ws_closes_total",
+        "WebSocket closes sent by the server, by code."
+    );
+    describe_counter!(
+        "onlychat_redis_errors_total",
+        "Failed or timed-out Redis operations, by op."
+    );
+    describe_counter!(
+        "onlychat_db_errors_total",
+        "Failed database operations, by op."
+    );
+    describe_counter!(
+        "onlychat_upgrades_refused_total",
+        "WebSocket upgrades refused before the upgrade, by reason."
+    );
+    describe_counter!(
+        "onlychat_dead_peers_total",
+        "Sockets dropped for two silent heartbeats."
+    );
+    describe_counter!(
+        "onlychat_connection_panics_total",
+        "Frame handlers that panicked (socket closed with 1011)."
+    );
+    describe_counter!(
+        "onlychat_duplicates_dropped_total",
+        "Resent messages read from the log and dropped as duplicates."
+    );
+    describe_counter!(
+        "onlychat_replays_from_store_total",
+        "Joins whose replay was read from the history store."
+    );
+}
+
+/// Creates a role's unlabelled series at zero, so that a fresh process exports them before
+/// its first event (an alert on `rate(x[5m]) == 0` needs the series to exist).
+pub fn zero_series(names: &[&'static str]) {
+    for name in names {
+        if name.ends_with("_total") {
+            metrics::counter!(*name).absolute(0);
+        } else {
+            metrics::gauge!(*name).set(0.0);
+        }
+    }
+}
+
+/// The series a chat node exports from its start.
+pub const NODE_SERIES: &[&str] = &[
+    "onlychat_connections",
+    "onlychat_joins_total",
+    "onlychat_frames_in_total",
+    "onlychat_messages_in_total",
+    "onlychat_messages_out_total",
+    "onlychat_evictions_total",
+    "onlychat_dead_peers_total",
+    "onlychat_connection_panics_total",
+    "onlychat_duplicates_dropped_total",
+];
+
+/// The series a history writer exports from its start.
+pub const WRITER_SERIES: &[&str] = &["onlychat_history_stored_total"];
 
 /// Whether an OTLP trace endpoint is configured (and tracing not switched off with
 /// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`).
@@ -76,6 +185,25 @@ fn traces_configured() -> bool {
 fn init_traces() {
     if !traces_configured() {
         return;
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .unwrap_or_default();
+    if endpoint.starts_with("https:") {
+        tracing::warn!(
+            endpoint,
+            "the OTLP exporter has no TLS built in; spans to an https:// endpoint are lost \
+             (send them to a collector beside the process over http://)"
+        );
+    }
+    let protocol =
+        var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    if let Some(protocol) = protocol.filter(|p| p != "http/protobuf") {
+        tracing::warn!(
+            protocol,
+            "only the http/protobuf OTLP protocol is built in; exporting with it anyway"
+        );
     }
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -100,7 +228,7 @@ fn init_traces() {
     );
     opentelemetry::global::set_tracer_provider(provider.clone());
     let _ = TRACES.set(provider);
-    tracing::info!("exporting traces over OTLP/HTTP");
+    tracing::info!(endpoint, "exporting traces over OTLP/HTTP (protobuf)");
 }
 
 /// Turns on the chat path's spans for node `node_id`, if traces are exported.
