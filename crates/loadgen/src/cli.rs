@@ -123,6 +123,11 @@ pub enum Scenario {
         /// Message body size in bytes (at least the ~40-byte stamp).
         #[arg(long, default_value_t = 64)]
         body_bytes: usize,
+        /// Come back after a lost socket (1012 drain, drop): reconnect through the same URL,
+        /// rejoin with `since`, resend unacknowledged sends with the same `client_id`
+        /// (onlychat only).
+        #[arg(long)]
+        reconnect: bool,
     },
     /// K 1:1 pairs, each side publishing to the other, at a total target rate.
     Dm {
@@ -132,6 +137,9 @@ pub enum Scenario {
         rate: f64,
         #[arg(long, default_value_t = 64)]
         body_bytes: usize,
+        /// As for broadcast.
+        #[arg(long)]
+        reconnect: bool,
     },
     /// K users (registered first, untimed) log in and connect at once (onlychat only).
     LoginStorm {
@@ -156,6 +164,20 @@ impl Scenario {
             Scenario::LoginStorm { .. } => "login-storm",
             Scenario::ReconnectStorm { .. } => "reconnect-storm",
         }
+    }
+
+    /// Whether clients come back after losing their socket (`--reconnect`).
+    pub fn reconnect(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Broadcast {
+                reconnect: true,
+                ..
+            } | Scenario::Dm {
+                reconnect: true,
+                ..
+            }
+        )
     }
 }
 

@@ -26,6 +26,13 @@ impl Fail {
     }
 }
 
+/// Jittered exponential backoff before connection attempt `attempt` (0 = the first retry):
+/// 25-50 ms, doubling to 1-2 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = 50u64.saturating_mul(1 << attempt.min(6)).min(2_000);
+    Duration::from_millis(rand::Rng::random_range(&mut rand::rng(), base / 2..=base))
+}
+
 /// The `n`-th source address: 127.0.1.1, 127.0.1.2, ... (wrapping at `count`).
 pub fn source_addr(n: usize, count: u16) -> IpAddr {
     let host = (n % usize::from(count)) as u8 + 1;
@@ -133,6 +140,16 @@ pub async fn close(mut ws: Ws) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        for attempt in 0..20 {
+            let wait = backoff(attempt);
+            assert!(wait <= Duration::from_secs(2), "{wait:?}");
+            assert!(wait >= Duration::from_millis(25), "{wait:?}");
+        }
+        assert!(backoff(0) <= Duration::from_millis(50));
+    }
 
     #[test]
     fn source_addresses_cycle_through_the_configured_count() {

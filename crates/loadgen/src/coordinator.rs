@@ -10,12 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::cli::{Cli, PeerKind, Scenario};
 use crate::plan::Plan;
-use crate::report::{self, Report, Rss, Storm};
+use crate::report::{self, Reconnect, Report, Rss, Storm};
 use crate::stamp;
 use crate::stats::{Line, Outcome, Progress, Ready};
 
@@ -45,7 +46,39 @@ fn check(cli: &Cli) -> anyhow::Result<()> {
     if c.urls.is_empty() {
         bail!("--url needs at least one ws:// URL");
     }
+    if cli.scenario.reconnect() && c.peer != PeerKind::Onlychat {
+        bail!("--reconnect needs --peer onlychat (it resumes with `join` `since` and `ack`)");
+    }
     Ok(())
+}
+
+/// SIGINT and SIGTERM: the first ends the measured phase early (the report still comes), a
+/// second aborts. Workers leave both to the coordinator: a Ctrl-C reaches the whole group.
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Workers ignore SIGINT and SIGTERM: the coordinator tells them to stop (or its going away,
+/// which closes their stdin, does).
+pub fn ignore_signals() -> anyhow::Result<Signals> {
+    Signals::new()
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -91,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let pids = &cli.common.server_pids;
     let rss_before = total_rss(pids)?;
+    let mut signals = Signals::new()?;
 
     let (lines_tx, mut lines) = mpsc::channel::<(usize, Option<Line>)>(1024);
     let mut children = Vec::new();
@@ -120,7 +154,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut ready = Ready::default();
     let mut ready_count = 0;
     while ready_count < workers {
-        match lines.recv().await {
+        let line = tokio::select! {
+            line = lines.recv() => line,
+            () = signals.recv() => bail!("interrupted before the measured phase"),
+        };
+        match line {
             Some((_, Some(Line::Ready(r)))) => {
                 ready.merge(&r);
                 ready_count += 1;
@@ -130,11 +168,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Some((_, Some(Line::Outcome(_)))) | None => bail!("the workers stopped unexpectedly"),
         }
     }
-    live.phase("connected");
+    live.phase(&format!(
+        "connected {} of {}",
+        ready.established, ready.attempted
+    ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = total_rss(pids)?;
 
     let start_ms = stamp::now_ns() / 1_000_000 + 500;
+    let start = Instant::now() + Duration::from_millis(500);
     for child in &mut children {
         if let Some(stdin) = child.stdin.as_mut() {
             stdin
@@ -144,11 +186,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             stdin.flush().await?;
         }
     }
-    live.phase(cli.scenario.name());
+    live.phase(&format!("{} running", cli.scenario.name()));
     let mut outcome = Outcome::default();
     let mut finished = vec![false; workers];
+    let mut stopped_at = None;
     while finished.contains(&false) {
-        match lines.recv().await {
+        let line = tokio::select! {
+            line = lines.recv() => line,
+            () = signals.recv() => {
+                if stopped_at.is_some() {
+                    bail!("second signal: stopped without a report");
+                }
+                stopped_at = Some(Instant::now());
+                live.phase("stopping: publishing ends, deliveries are counted for --drain");
+                for child in &mut children {
+                    if let Some(stdin) = child.stdin.as_mut() {
+                        let _ = stdin.write_all(b"stop\n").await;
+                        let _ = stdin.flush().await;
+                    }
+                }
+                continue;
+            }
+        };
+        match line {
             Some((w, Some(Line::Outcome(o)))) => {
                 outcome.merge(&o);
                 finished[w] = true;
@@ -173,7 +233,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         after_kib: rss_after,
         per_connection_kib: rss_after.saturating_sub(rss_before) as f64 / established as f64,
     });
-    let secs = cli.common.duration.as_secs_f64();
+    // The measured phase is shorter than --duration if a signal stopped it.
+    let secs = stopped_at
+        .map_or(cli.common.duration, |at| {
+            at.saturating_duration_since(start)
+        })
+        .min(cli.common.duration)
+        .as_secs_f64()
+        .max(1e-3);
     let storm = matches!(
         cli.scenario,
         Scenario::LoginStorm { .. } | Scenario::ReconnectStorm { .. }
@@ -208,6 +275,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             back: outcome.back,
             time_to_99pct_ms: report::time_to_99pct(&outcome.latency, total as u64),
         }),
+        reconnect: cli
+            .scenario
+            .reconnect()
+            .then(|| Reconnect::of(&outcome.resume)),
         errors: outcome.errors.clone(),
     };
     report.settle(&outcome);
@@ -240,8 +311,16 @@ impl LiveLine {
         }
     }
 
+    /// A new phase: redrawn on a terminal; otherwise one plain line on stderr, so a script
+    /// driving the generator can tell when the measured phase began.
     fn phase(&mut self, phase: &str) {
         self.phase = phase.to_owned();
+        if !self.on {
+            eprintln!(
+                "onlychat-loadgen: [{:.1}s] {phase}",
+                self.began.elapsed().as_secs_f64()
+            );
+        }
         self.draw();
     }
 
@@ -257,11 +336,17 @@ impl LiveLine {
         if !self.on {
             return;
         }
+        let reconnects = self.by_worker.values().map(|p| p.reconnects).sum::<u64>();
+        let reconnects = if reconnects > 0 {
+            format!(" reconnects {reconnects}")
+        } else {
+            String::new()
+        };
         let sum = |f: fn(&Progress) -> u64| self.by_worker.values().map(f).sum::<u64>();
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r\x1b[2K[{:>5.1}s] {}: connected {} sent {} delivered {} back {} errors {}",
+            "\r\x1b[2K[{:>5.1}s] {}: connected {} sent {} delivered {} back {} errors {}{reconnects}",
             self.began.elapsed().as_secs_f64(),
             self.phase,
             sum(|p| p.connected),

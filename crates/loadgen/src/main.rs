@@ -7,9 +7,15 @@
 mod cli;
 mod conn;
 mod coordinator;
+mod exchange;
+mod fields;
+mod outbox;
 mod peer;
 mod plan;
 mod report;
+mod resume;
+mod rooms;
+mod seen;
 mod stamp;
 mod stats;
 mod storm;

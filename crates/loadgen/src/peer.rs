@@ -53,22 +53,29 @@ impl Peer {
         (self.kind == PeerKind::Onlychat).then_some(token).flatten()
     }
 
-    /// Authenticates and subscribes to `channels`, before `deadline`.
+    /// Authenticates and subscribes to `channels`, before `deadline`. Returns onlychat's
+    /// `joined` frames (a resuming client reads each room's position from them); other peers'
+    /// replies are not kept.
     pub async fn establish(
         &self,
         ws: &mut Ws,
         token: Option<&str>,
         channels: &[String],
         deadline: Instant,
-    ) -> Result<(), Fail> {
+    ) -> Result<Vec<String>, Fail> {
         match self.kind {
             PeerKind::Onlychat | PeerKind::Raw => onlychat_establish(ws, channels, deadline).await,
             PeerKind::Centrifugo => {
-                centrifugo_establish(ws, token.unwrap_or_default(), channels, deadline).await
+                centrifugo_establish(ws, token.unwrap_or_default(), channels, deadline).await?;
+                Ok(Vec::new())
             }
-            PeerKind::Pusher => self.pusher_establish(ws, channels, deadline).await,
+            PeerKind::Pusher => {
+                self.pusher_establish(ws, channels, deadline).await?;
+                Ok(Vec::new())
+            }
             PeerKind::Socketio => {
-                socketio_establish(ws, token.unwrap_or_default(), channels, deadline).await
+                socketio_establish(ws, token.unwrap_or_default(), channels, deadline).await?;
+                Ok(Vec::new())
             }
         }
     }
@@ -213,24 +220,29 @@ async fn onlychat_establish(
     ws: &mut Ws,
     channels: &[String],
     deadline: Instant,
-) -> Result<(), Fail> {
+) -> Result<Vec<String>, Fail> {
     wait_for(ws, deadline, |f| {
         f.contains(r#""type":"welcome""#).then_some(Ok(()))
     })
     .await?;
+    let mut joined = Vec::with_capacity(channels.len());
     for channel in channels {
         send_text(ws, json!({"type": "join", "room": channel}).to_string()).await?;
         wait_for(ws, deadline, |f| {
-            verdict(
+            let outcome = verdict(
                 f,
                 r#""type":"joined""#,
                 &[r#""type":"error""#],
                 "join_refused",
-            )
+            );
+            if matches!(outcome, Some(Ok(()))) {
+                joined.push(f.to_owned());
+            }
+            outcome
         })
         .await?;
     }
-    Ok(())
+    Ok(joined)
 }
 
 async fn centrifugo_establish(

@@ -45,6 +45,7 @@ impl Plan {
                 publishers,
                 rate,
                 body_bytes,
+                ..
             } => Self::broadcast(
                 rooms.max(1),
                 members,
@@ -56,6 +57,7 @@ impl Plan {
                 pairs,
                 rate,
                 body_bytes,
+                ..
             } => {
                 let sockets = pairs * 2;
                 let per_socket = rate / sockets.max(1) as f64;
@@ -135,6 +137,7 @@ mod tests {
             publishers: None,
             rate: 30.0,
             body_bytes: 64,
+            reconnect: false,
         });
         assert_eq!(plan.specs.len(), 9);
         let publishers: Vec<_> = plan
@@ -158,6 +161,7 @@ mod tests {
             pairs: 7,
             rate: 10.0,
             body_bytes: 64,
+            reconnect: false,
         });
         let mut seen: Vec<usize> = (0..3)
             .flat_map(|w| plan.slice(w, 3))

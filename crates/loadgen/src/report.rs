@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::stats::{self, Outcome, Ready};
+use crate::stats::{self, Outcome, Ready, Resume};
 
 #[derive(Debug, Serialize)]
 pub struct Percentiles {
@@ -34,6 +34,43 @@ pub struct Storm {
     pub time_to_99pct_ms: Option<f64>,
 }
 
+/// `--reconnect`: how clients came back after losing their socket, and their sends.
+#[derive(Debug, Serialize)]
+pub struct Reconnect {
+    /// Times a client was back (every room joined again) after losing its socket.
+    pub reconnects: u64,
+    /// From the close (or drop) a client saw until it had joined every room again.
+    pub time_ms: Option<Percentiles>,
+    /// Connection attempts after a lost socket, in all and in the busiest second.
+    pub attempts: u64,
+    pub peak_attempts_per_sec: u64,
+    /// Sends acknowledged (each once), written again after a lost socket or `unavailable`,
+    /// and still unacknowledged at the end (each of those is also expected).
+    pub acked: u64,
+    pub resent: u64,
+    pub unacked: u64,
+    /// Deliveries first seen after a later message of their publisher (replays filling gaps).
+    pub out_of_order: u64,
+    /// Rejoins answered `recovered: false` although `since` was given.
+    pub not_recovered: u64,
+}
+
+impl Reconnect {
+    pub fn of(resume: &Resume) -> Self {
+        Reconnect {
+            reconnects: resume.reconnects,
+            time_ms: percentiles(&resume.time),
+            attempts: resume.attempts_by_second.values().sum(),
+            peak_attempts_per_sec: resume.peak_attempts_per_sec(),
+            acked: resume.acked,
+            resent: resume.resent,
+            unacked: resume.unacked,
+            out_of_order: resume.out_of_order,
+            not_recovered: resume.not_recovered,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub label: String,
@@ -58,6 +95,7 @@ pub struct Report {
     /// Send-to-deliver (broadcast, dm) or time until back (storms), milliseconds.
     pub latency_ms: Option<Percentiles>,
     pub storm: Option<Storm>,
+    pub reconnect: Option<Reconnect>,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -143,6 +181,28 @@ impl Report {
                 "storm: {} of {} back; 99% back after {t99}",
                 storm.back, storm.clients
             );
+        }
+        if let Some(r) = &self.reconnect {
+            let _ = writeln!(
+                out,
+                "reconnect: back {} times after a lost socket ({} attempts, at most {} in one second); sends acked {} of {} (resent {}, unacked {}); out of order {}, not recovered {}",
+                r.reconnects,
+                r.attempts,
+                r.peak_attempts_per_sec,
+                r.acked,
+                self.sent.saturating_sub(self.refused),
+                r.resent,
+                r.unacked,
+                r.out_of_order,
+                r.not_recovered
+            );
+            if let Some(t) = &r.time_ms {
+                let _ = writeln!(
+                    out,
+                    "close-to-rejoined ms: p50 {:.1} p90 {:.1} p99 {:.1} max {:.1} (n={})",
+                    t.p50, t.p90, t.p99, t.max, t.count
+                );
+            }
         }
         if let Some(l) = &self.latency_ms {
             let what = if self.storm.is_some() {

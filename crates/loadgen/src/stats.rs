@@ -38,8 +38,21 @@ pub struct Counters {
     pub duplicated: AtomicU64,
     pub closed_early: AtomicU64,
     pub back: AtomicU64,
+    /// `--reconnect`: sends acknowledged (once each), written again, still unacknowledged at
+    /// the end; deliveries first seen after a higher seq of their publisher; rejoins that
+    /// could not replay (`recovered: false`); clients back after losing their socket.
+    pub acked: AtomicU64,
+    pub resent: AtomicU64,
+    pub unacked: AtomicU64,
+    pub out_of_order: AtomicU64,
+    pub not_recovered: AtomicU64,
+    pub reconnects: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<Option<Histogram<u64>>>,
+    /// Close seen -> every room joined again, microseconds.
+    reconnect_time: Mutex<Option<Histogram<u64>>>,
+    /// Reconnection attempts by unix second (merged across workers: one clock).
+    attempts: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Counters {
@@ -56,12 +69,28 @@ impl Counters {
         }
     }
 
+    pub fn record_reconnect(&self, micros: u64) {
+        self.reconnects.fetch_add(1, Relaxed);
+        if let Ok(mut h) = self.reconnect_time.lock() {
+            h.get_or_insert_with(histogram)
+                .saturating_record(micros.max(1));
+        }
+    }
+
+    pub fn reconnect_attempt(&self) {
+        let second = crate::stamp::now_ns() / 1_000_000_000;
+        if let Ok(mut attempts) = self.attempts.lock() {
+            *attempts.entry(second).or_default() += 1;
+        }
+    }
+
     pub fn progress(&self) -> Progress {
         Progress {
             connected: self.connected.load(Relaxed),
             sent: self.sent.load(Relaxed),
             delivered: self.delivered.load(Relaxed),
             back: self.back.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
             errors: self.errors.lock().map(|e| e.values().sum()).unwrap_or(0),
         }
     }
@@ -71,12 +100,29 @@ impl Counters {
     }
 
     pub fn latency_pairs(&self) -> Vec<(u64, u64)> {
-        self.latency
-            .lock()
-            .ok()
-            .and_then(|h| h.as_ref().map(to_pairs))
-            .unwrap_or_default()
+        pairs_of(&self.latency)
     }
+
+    /// What `--reconnect` counted (all zero without it).
+    pub fn resume(&self) -> Resume {
+        Resume {
+            reconnects: self.reconnects.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            resent: self.resent.load(Relaxed),
+            unacked: self.unacked.load(Relaxed),
+            out_of_order: self.out_of_order.load(Relaxed),
+            not_recovered: self.not_recovered.load(Relaxed),
+            time: pairs_of(&self.reconnect_time),
+            attempts_by_second: self.attempts.lock().map(|a| a.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+fn pairs_of(h: &Mutex<Option<Histogram<u64>>>) -> Vec<(u64, u64)> {
+    h.lock()
+        .ok()
+        .and_then(|h| h.as_ref().map(to_pairs))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -85,6 +131,8 @@ pub struct Progress {
     pub sent: u64,
     pub delivered: u64,
     pub back: u64,
+    #[serde(default)]
+    pub reconnects: u64,
     pub errors: u64,
 }
 
@@ -112,6 +160,43 @@ pub struct Outcome {
     pub errors: BTreeMap<String, u64>,
     /// Send-to-deliver (broadcast, dm) or time-to-back (storms), microseconds.
     pub latency: Vec<(u64, u64)>,
+    #[serde(default)]
+    pub resume: Resume,
+}
+
+/// What clients with `--reconnect` counted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Resume {
+    pub reconnects: u64,
+    pub acked: u64,
+    pub resent: u64,
+    pub unacked: u64,
+    pub out_of_order: u64,
+    pub not_recovered: u64,
+    /// Close seen -> joined again, microseconds.
+    pub time: Vec<(u64, u64)>,
+    /// Connection attempts after a lost socket, by unix second.
+    pub attempts_by_second: BTreeMap<u64, u64>,
+}
+
+impl Resume {
+    pub fn merge(&mut self, other: &Resume) {
+        self.reconnects += other.reconnects;
+        self.acked += other.acked;
+        self.resent += other.resent;
+        self.unacked += other.unacked;
+        self.out_of_order += other.out_of_order;
+        self.not_recovered += other.not_recovered;
+        self.time.extend_from_slice(&other.time);
+        for (second, n) in &other.attempts_by_second {
+            *self.attempts_by_second.entry(*second).or_default() += n;
+        }
+    }
+
+    /// The most reconnection attempts in any one second, over all workers.
+    pub fn peak_attempts_per_sec(&self) -> u64 {
+        self.attempts_by_second.values().copied().max().unwrap_or(0)
+    }
 }
 
 /// One line a worker writes on stdout.
@@ -144,6 +229,7 @@ impl Outcome {
         self.back += other.back;
         merge_errors(&mut self.errors, &other.errors);
         self.latency.extend_from_slice(&other.latency);
+        self.resume.merge(&other.resume);
     }
 }
 
@@ -185,5 +271,26 @@ mod tests {
         assert_eq!(total.sent, 3);
         assert_eq!(total.errors["timeout"], 3);
         assert_eq!(total.errors["refused"], 1);
+    }
+
+    #[test]
+    fn resume_counts_of_workers_add_up_and_attempts_merge_by_second() {
+        let worker = |acked, second, attempts| Outcome {
+            resume: Resume {
+                reconnects: 2,
+                acked,
+                time: vec![(1_000, 2)],
+                attempts_by_second: BTreeMap::from([(second, attempts)]),
+                ..Resume::default()
+            },
+            ..Outcome::default()
+        };
+        let mut total = worker(5, 100, 3);
+        total.merge(&worker(7, 100, 4));
+        total.merge(&worker(1, 101, 6));
+        let r = &total.resume;
+        assert_eq!((r.reconnects, r.acked, r.time.len()), (6, 13, 3));
+        assert_eq!(r.attempts_by_second[&100], 7);
+        assert_eq!(r.peak_attempts_per_sec(), 7);
     }
 }

@@ -6,16 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use rand::Rng;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::cli::Scenario;
-use crate::conn::{Fail, Ws};
+use crate::conn::{Fail, Ws, backoff};
 use crate::plan::Spec;
 use crate::stats::{Outcome, Ready};
-use crate::worker::{Ctx, finish};
+use crate::worker::{Ctx, Opened, finish};
 
 fn password(ctx: &Ctx) -> &str {
     match &ctx.cli.scenario {
@@ -105,12 +104,6 @@ async fn log_in(ctx: &Ctx, index: usize) -> Result<String, Retry> {
         .ok_or(Retry(Fail::new("login_body"), None))
 }
 
-/// Jittered exponential backoff: 50 ms doubling to 2 s.
-fn backoff(attempt: u32) -> Duration {
-    let base = 50u64.saturating_mul(1 << attempt.min(6)).min(2_000);
-    Duration::from_millis(rand::rng().random_range(base / 2..=base))
-}
-
 /// Retries `attempt` until it succeeds or `deadline`; records the time back.
 async fn until_back<F, Fut>(
     ctx: &Ctx,
@@ -163,11 +156,11 @@ async fn collect(ctx: &Ctx, mut tasks: JoinSet<Option<Ws>>) -> Outcome {
 }
 
 /// Every connected client drops its socket at `start` and reconnects and resubscribes.
-pub async fn reconnect(ctx: &Arc<Ctx>, conns: Vec<(Spec, Ws)>, start: Instant) -> Outcome {
+pub async fn reconnect(ctx: &Arc<Ctx>, conns: Vec<Opened>, start: Instant) -> Outcome {
     let deadline = start + ctx.cli.common.duration;
     sleep_until(start).await;
     let mut tasks = JoinSet::new();
-    for (spec, ws) in conns {
+    for (spec, ws, _) in conns {
         let ctx = ctx.clone();
         tasks.spawn(async move {
             drop(ws);
@@ -178,6 +171,7 @@ pub async fn reconnect(ctx: &Arc<Ctx>, conns: Vec<(Spec, Ws)>, start: Instant) -
                 async move {
                     ctx.connect(&spec, token.as_deref())
                         .await
+                        .map(|(ws, _)| ws)
                         .map_err(|f| Retry(f, None))
                 }
             })
@@ -202,6 +196,7 @@ pub async fn login(ctx: &Arc<Ctx>, specs: Vec<Spec>, start: Instant) -> Outcome 
                     let token = log_in(&ctx, spec.index).await?;
                     ctx.connect(&spec, Some(&token))
                         .await
+                        .map(|(ws, _)| ws)
                         .map_err(|f| Retry(f, None))
                 }
             })
@@ -209,18 +204,4 @@ pub async fn login(ctx: &Arc<Ctx>, specs: Vec<Spec>, start: Instant) -> Outcome 
         });
     }
     collect(ctx, tasks).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        for attempt in 0..20 {
-            let wait = backoff(attempt);
-            assert!(wait <= Duration::from_secs(2), "{wait:?}");
-            assert!(wait >= Duration::from_millis(25), "{wait:?}");
-        }
-    }
 }

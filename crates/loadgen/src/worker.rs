@@ -2,24 +2,22 @@
 //! coordinator's `go <unix ms>` on stdin, runs the measured phase and prints its outcome.
 //! Every line it prints on stdout is one JSON [`Line`].
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
 use onlychat_auth::{JwtKeys, TokenRules};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::time::Instant;
 
 use crate::cli::{Cli, Scenario};
-use crate::conn::{self, Fail, Ws, send_text};
-use crate::peer::{Incoming, Peer};
+use crate::conn::{self, Fail, Ws};
+use crate::exchange::exchange;
+use crate::peer::Peer;
 use crate::plan::{Plan, Role, Spec};
 use crate::stats::{Counters, Line, Outcome, Ready};
 use crate::{stamp, storm};
@@ -36,6 +34,8 @@ pub struct Ctx {
     /// HTTP base URL and one client per source address (login storm only; empty otherwise).
     pub http_base: String,
     pub http: Vec<reqwest::Client>,
+    /// When the coordinator said `stop` (publishing ends then; the drain still runs).
+    pub stop: watch::Sender<Option<Instant>>,
 }
 
 impl Ctx {
@@ -81,6 +81,7 @@ impl Ctx {
             prefix,
             keys,
             counters: Counters::default(),
+            stop: watch::Sender::new(None),
             cli,
         })
     }
@@ -100,15 +101,30 @@ impl Ctx {
             .map(|(token, _)| token)
     }
 
-    fn channels(&self, spec: &Spec) -> Vec<String> {
+    pub fn channels(&self, spec: &Spec) -> Vec<String> {
         match spec.role {
             Role::Holder { join: false } => Vec::new(),
             _ => vec![self.peer.channel(&self.prefix, spec.room)],
         }
     }
 
-    /// Connects, authenticates and subscribes one connection, within --connect-timeout.
-    pub async fn connect(&self, spec: &Spec, token: Option<&str>) -> Result<Ws, Fail> {
+    /// Connects, authenticates and subscribes one connection, within --connect-timeout;
+    /// returns the socket and onlychat's `joined` frames.
+    pub async fn connect(
+        &self,
+        spec: &Spec,
+        token: Option<&str>,
+    ) -> Result<(Ws, Vec<String>), Fail> {
+        self.connect_to(spec, token, &self.channels(spec)).await
+    }
+
+    /// Like [`Ctx::connect`], subscribing to `channels` only (none: authenticate and stop).
+    pub async fn connect_to(
+        &self,
+        spec: &Spec,
+        token: Option<&str>,
+        channels: &[String],
+    ) -> Result<(Ws, Vec<String>), Fail> {
         let _permit = self
             .connects
             .acquire()
@@ -120,10 +136,11 @@ impl Ctx {
         let deadline = Instant::now() + self.cli.common.connect_timeout;
         let attempt = async {
             let mut ws = conn::open(&url, source, self.peer.header_token(token)).await?;
-            self.peer
-                .establish(&mut ws, token, &self.channels(spec), deadline)
+            let joined = self
+                .peer
+                .establish(&mut ws, token, channels, deadline)
                 .await?;
-            Ok(ws)
+            Ok((ws, joined))
         };
         tokio::time::timeout_at(deadline, attempt)
             .await
@@ -140,6 +157,9 @@ pub fn emit(line: &Line) {
 }
 
 pub async fn run(cli: Cli, prefix: String, worker: usize, workers: usize) -> anyhow::Result<()> {
+    // Held for the whole run: a Ctrl-C reaches the whole process group, and the coordinator
+    // turns it into `stop` (see wait_for_stop).
+    let _signals = crate::coordinator::ignore_signals()?;
     let ctx = Arc::new(Ctx::new(cli, prefix)?);
     let specs = ctx.plan.slice(worker, workers);
     let (ready, conns) = match &ctx.cli.scenario {
@@ -147,7 +167,9 @@ pub async fn run(cli: Cli, prefix: String, worker: usize, workers: usize) -> any
         _ => connect_all(&ctx, specs.clone()).await,
     };
     emit(&Line::Ready(ready));
-    let start = wait_for_go().await?;
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let start = wait_for_go(&mut stdin).await?;
+    tokio::spawn(wait_for_stop(ctx.clone(), stdin));
     let progress = tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -168,8 +190,7 @@ pub async fn run(cli: Cli, prefix: String, worker: usize, workers: usize) -> any
     Ok(())
 }
 
-async fn wait_for_go() -> anyhow::Result<Instant> {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+async fn wait_for_go(lines: &mut Lines<BufReader<Stdin>>) -> anyhow::Result<Instant> {
     while let Some(line) = lines.next_line().await? {
         if let Some(ms) = line
             .strip_prefix("go ")
@@ -182,8 +203,22 @@ async fn wait_for_go() -> anyhow::Result<Instant> {
     anyhow::bail!("the coordinator went away before `go`")
 }
 
+/// The coordinator's `stop` (it got SIGINT or SIGTERM), or its going away, ends publishing now.
+async fn wait_for_stop(ctx: Arc<Ctx>, mut lines: Lines<BufReader<Stdin>>) {
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) if line.trim() != "stop" => continue,
+            _ => break,
+        }
+    }
+    ctx.stop.send_replace(Some(Instant::now()));
+}
+
+/// A connection of the measured phase: its plan entry, socket and `joined` frames.
+pub type Opened = (Spec, Ws, Vec<String>);
+
 /// Opens every connection of the slice, at most --connect-concurrency at a time.
-async fn connect_all(ctx: &Arc<Ctx>, specs: Vec<Spec>) -> (Ready, Vec<(Spec, Ws)>) {
+async fn connect_all(ctx: &Arc<Ctx>, specs: Vec<Spec>) -> (Ready, Vec<Opened>) {
     let began = Instant::now();
     let mut tasks = JoinSet::new();
     for spec in specs {
@@ -198,10 +233,10 @@ async fn connect_all(ctx: &Arc<Ctx>, specs: Vec<Spec>) -> (Ready, Vec<(Spec, Ws)
     while let Some(joined) = tasks.join_next().await {
         ready.attempted += 1;
         match joined {
-            Ok((spec, Ok(ws))) => {
+            Ok((spec, Ok((ws, joined)))) => {
                 ready.established += 1;
                 ctx.counters.connected.fetch_add(1, Relaxed);
-                conns.push((spec, ws));
+                conns.push((spec, ws, joined));
             }
             Ok((_, Err(fail))) => *ready.errors.entry(fail.0).or_default() += 1,
             Err(_) => *ready.errors.entry("task_panicked".into()).or_default() += 1,
@@ -209,29 +244,6 @@ async fn connect_all(ctx: &Arc<Ctx>, specs: Vec<Spec>) -> (Ready, Vec<(Spec, Ws)
     }
     ready.connect_secs = began.elapsed().as_secs_f64();
     (ready, conns)
-}
-
-/// The measured phase of `idle`, `broadcast` and `dm`: publishers publish for --duration,
-/// everyone counts deliveries until --drain after that.
-async fn exchange(ctx: &Arc<Ctx>, conns: Vec<(Spec, Ws)>, start: Instant) -> Outcome {
-    let publish_until = start + ctx.cli.common.duration;
-    let end = publish_until + ctx.cli.common.drain;
-    let mut tasks = JoinSet::new();
-    for (spec, ws) in conns {
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            let ws = drive(&ctx, spec, ws, start, publish_until, end).await?;
-            conn::close(ws).await;
-            Some(())
-        });
-    }
-    let mut outcome = Outcome::default();
-    while let Some(still_open) = tasks.join_next().await {
-        if let Ok(Some(())) = still_open {
-            outcome.still_open += 1;
-        }
-    }
-    finish(ctx, outcome)
 }
 
 pub fn finish(ctx: &Ctx, mut outcome: Outcome) -> Outcome {
@@ -245,140 +257,6 @@ pub fn finish(ctx: &Ctx, mut outcome: Outcome) -> Outcome {
     outcome.back = c.back.load(Relaxed);
     outcome.errors = c.errors();
     outcome.latency = c.latency_pairs();
+    outcome.resume = c.resume();
     outcome
-}
-
-/// One connection's measured phase; returns the socket if it was still open at `end`.
-async fn drive(
-    ctx: &Ctx,
-    spec: Spec,
-    mut ws: Ws,
-    start: Instant,
-    publish_until: Instant,
-    end: Instant,
-) -> Option<Ws> {
-    let (rate, recipients) = match spec.role {
-        Role::Publisher { rate, recipients } => (rate, recipients),
-        Role::Pair { rate } => (rate, 1),
-        _ => (0.0, 0),
-    };
-    let mut receiver = Receiver {
-        counts: matches!(spec.role, Role::Member | Role::Pair { .. }),
-        me: spec.index as u32,
-        recipients,
-        last_seq: HashMap::new(),
-    };
-    let channel = ctx.peer.channel(&ctx.prefix, spec.room);
-    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
-    // Spread publishers over one interval so they do not fire in lockstep.
-    let first = start
-        + interval
-            .map(|i| i.mul_f64((spec.index % 97) as f64 / 97.0))
-            .unwrap_or_default();
-    // Both timers live across iterations: a receiver handles thousands of frames a second.
-    let (stop, next) = (sleep_until(end), sleep_until(first));
-    tokio::pin!(stop, next);
-    let mut seq = 0u64;
-    let c = &ctx.counters;
-    loop {
-        let publishing = interval.is_some() && next.deadline() < publish_until;
-        tokio::select! {
-            () = &mut stop => return Some(ws),
-            () = &mut next, if publishing => {
-                seq += 1;
-                let body = stamp::body(spec.index as u32, seq, ctx.plan.body_bytes);
-                let frame = ctx.peer.publish(&channel, &body, &format!("{}-{seq}", spec.index), seq);
-                if let Err(fail) = send_text(&mut ws, frame).await {
-                    return lost(ctx, &fail);
-                }
-                c.sent.fetch_add(1, Relaxed);
-                c.expected.fetch_add(recipients, Relaxed);
-                let due = next.deadline() + interval.unwrap_or_default();
-                next.as_mut().reset(due);
-            }
-            frame = ws.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Close(close))) => return lost(ctx, &conn::closed(close)),
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => return lost(ctx, &Fail::new("closed")),
-                };
-                if let Err(fail) = receiver.on_text(ctx, &mut ws, &text).await {
-                    return lost(ctx, &fail);
-                }
-            }
-        }
-    }
-}
-
-/// What a connection does with the text frames it receives.
-struct Receiver {
-    /// Whether deliveries to this connection are counted (members and pairs).
-    counts: bool,
-    me: u32,
-    /// Deliveries one of this connection's sends should make (0: it does not publish).
-    recipients: u64,
-    last_seq: HashMap<u32, u64>,
-}
-
-impl Receiver {
-    async fn on_text(&mut self, ctx: &Ctx, ws: &mut Ws, text: &str) -> Result<(), Fail> {
-        let c = &ctx.counters;
-        match ctx.peer.classify(text) {
-            Incoming::Ping(reply) => send_text(ws, reply.to_owned()).await?,
-            Incoming::Error(code) => {
-                c.error(&code);
-                if self.recipients > 0 {
-                    c.refused.fetch_add(1, Relaxed);
-                    c.expected.fetch_sub(self.recipients, Relaxed);
-                }
-            }
-            Incoming::Other => {}
-        }
-        if self.counts {
-            count_deliveries(c, text, self.me, &mut self.last_seq);
-        }
-        Ok(())
-    }
-}
-
-fn lost(ctx: &Ctx, fail: &Fail) -> Option<Ws> {
-    ctx.counters.closed_early.fetch_add(1, Relaxed);
-    ctx.counters.error(&fail.0);
-    None
-}
-
-/// Counts each stamp from another publisher once: a sequence number at or below the last one
-/// seen from that publisher is a duplicate (every system here keeps one publisher's order).
-fn count_deliveries(c: &Counters, text: &str, me: u32, last_seq: &mut HashMap<u32, u64>) {
-    let now = stamp::now_ns();
-    stamp::find_all(text, |s| {
-        if s.publisher == me {
-            return;
-        }
-        let last = last_seq.entry(s.publisher).or_default();
-        if s.seq <= *last {
-            c.duplicated.fetch_add(1, Relaxed);
-        } else {
-            *last = s.seq;
-            c.delivered.fetch_add(1, Relaxed);
-            c.record_latency(now.saturating_sub(s.sent_ns) / 1_000);
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeats_count_as_duplicates_and_own_messages_are_ignored() {
-        let c = Counters::default();
-        let mut last = HashMap::new();
-        for (publisher, seq) in [(1, 1), (1, 2), (1, 2), (2, 1), (9, 1), (1, 1)] {
-            count_deliveries(&c, &stamp::body(publisher, seq, 0), 9, &mut last);
-        }
-        assert_eq!(c.delivered.load(Relaxed), 3);
-        assert_eq!(c.duplicated.load(Relaxed), 2);
-    }
 }
