@@ -53,6 +53,9 @@ fn io_kind(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "refused".into(),
         std::io::ErrorKind::ConnectionReset => "reset".into(),
+        // Writing to a socket the server already closed (a publisher racing a 1012 close).
+        std::io::ErrorKind::BrokenPipe => "broken_pipe".into(),
+        std::io::ErrorKind::UnexpectedEof => "eof".into(),
         std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::AddrInUse => {
             "no_source_port".into()
         }
