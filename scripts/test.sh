@@ -45,6 +45,12 @@ if ! cargo test --workspace --locked --no-fail-fast "${extra[@]}"; then
   exit 1
 fi
 
+# Every chat node replaced one by one behind HAProxy while clients chat (the debug binaries built
+# above, the services started above): fails on a lost or duplicated message or a missed shutdown
+# deadline. docs/rollout-drill.md.
+phase "rollout drill"
+scripts/rollout-drill.sh
+
 # Bounded fuzzing of client frames and access tokens (fuzz/, scripts/fuzz.sh); 0 skips it.
 fuzz_seconds=${ONLYCHAT_FUZZ_SECONDS:-20}
 if ((fuzz_seconds > 0)); then
