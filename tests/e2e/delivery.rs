@@ -422,3 +422,55 @@ async fn a_rejoin_older_than_the_node_buffer_replays_from_postgres() {
         "all 150 in order, no gap at the buffer's floor"
     );
 }
+
+/// A client that moves to a node whose consumer is behind what the client has seen (the node
+/// was paused, or just started) gets an exact resume: the join waits until the node has read
+/// up to `since`, answers `recovered: true`, and sends nothing the client already had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_on_a_node_that_is_behind_waits_for_it_and_sends_nothing_twice() {
+    let cluster = Cluster::start(2).await;
+    let http = cluster.http();
+    let room = unique("behind");
+    let (sender, mover) = (
+        http.user(&unique("sender")).await,
+        http.user(&unique("mover")).await,
+    );
+    let mut tx = Ws::connect(&cluster.ws_url(0), &sender.access_token).await;
+    tx.join(&room).await;
+    let mut on_b = Ws::connect(&cluster.ws_url(1), &mover.access_token).await;
+    let pid = cluster.nodes[1].pid().expect("node B pid").to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    // Node B stops reading while 300 messages are acknowledged on node A.
+    signal("-STOP");
+    let ids: Vec<String> = (0..300).map(|i| format!("b{i}")).collect();
+    for id in &ids {
+        tx.send(send(&room, "while B was paused", id)).await;
+    }
+    let acks = acks_of(&mut tx, &ids).await;
+    let last = acks
+        .values()
+        .filter_map(|a| a["position"].as_u64())
+        .max()
+        .expect("positions");
+    // The client has seen everything up to `last` (elsewhere) and resumes on B the moment B
+    // runs again: its join is read before B's consumer has caught up.
+    on_b.send(json!({"type": "join", "room": room, "since": last, "ref": "resume"}))
+        .await;
+    signal("-CONT");
+    let joined = on_b.expect("joined").await;
+    assert_eq!(joined["recovered"], true, "an exact resume: {joined}");
+    assert_eq!(joined["position"].as_u64(), Some(last), "{joined}");
+    // Nothing at or below `last` comes again; the next message is the next one.
+    tx.send(send(&room, "after", "after")).await;
+    let next = on_b.expect("message").await;
+    assert_eq!(
+        next["client_id"], "after",
+        "no replay of what the client had: {next}"
+    );
+}

@@ -172,6 +172,17 @@ impl Conn {
                 Some(room),
             ));
         }
+        // A client resuming from another node may have seen further than this node has read
+        // (it just started, or its consumer is behind): wait, bounded, until it has, so the
+        // resume is exact instead of `recovered: false` and a replay of what the client has.
+        if let Some(since) = since
+            && epoch.as_deref().is_none_or(|e| e == self.node.registry.epoch())
+        {
+            let partition = self.node.deps.bus.partition_of(&room);
+            if let Some(read) = self.node.registry.when_read(partition, since) {
+                let _ = tokio::time::timeout(self.node.settings.read_back_timeout, read).await;
+            }
+        }
         let outcome = self
             .node
             .registry
