@@ -96,7 +96,7 @@ impl GroupReader {
     }
 
     /// Sets `onlychat_consumer_lag_messages{consumer="history"}` from the broker: each assigned
-    /// partition's end minus the group's committed offset. For a caller stuck on a batch (its
+    /// partition's end minus the group's committed offset (its start, before any commit). For a caller stuck on a batch (its
     /// database is down): the statistics that feed the gauge come only while records are read.
     pub async fn report_lag(&self) {
         let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
@@ -105,11 +105,14 @@ impl GroupReader {
             let committed = consumer.committed_offsets(assigned, LAG_QUERY_TIMEOUT)?;
             let mut lags = Vec::new();
             for element in committed.elements_for_topic(&topic) {
-                let (_, high) =
+                let (low, high) =
                     consumer.fetch_watermarks(&topic, element.partition(), LAG_QUERY_TIMEOUT)?;
-                if let Offset::Offset(at) = element.offset() {
-                    lags.push((element.partition(), (high - at).max(0)));
-                }
+                // Nothing committed yet: the group reads from the start of the log.
+                let at = match element.offset() {
+                    Offset::Offset(at) => at,
+                    _ => low,
+                };
+                lags.push((element.partition(), (high - at).max(0)));
             }
             Ok::<_, rdkafka::error::KafkaError>(lags)
         })
