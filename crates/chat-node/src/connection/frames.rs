@@ -176,7 +176,9 @@ impl Conn {
         // (it just started, or its consumer is behind): wait, bounded, until it has, so the
         // resume is exact instead of `recovered: false` and a replay of what the client has.
         if let Some(since) = since
-            && epoch.as_deref().is_none_or(|e| e == self.node.registry.epoch())
+            && epoch
+                .as_deref()
+                .is_none_or(|e| e == self.node.registry.epoch())
         {
             let partition = self.node.deps.bus.partition_of(&room);
             if let Some(read) = self.node.registry.when_read(partition, since) {
