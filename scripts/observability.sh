@@ -309,16 +309,23 @@ jaeger_otlp_ok() { # an empty export request is accepted once the receiver liste
 }
 jaeger_grpc_ok() { tcp_open "$GRPC_PORT"; }
 
-jaeger_start() {
-  SVC=jaeger; local t0=$EPOCHREALTIME d=$DIR/jaeger p
-  [[ -x $JAEGER_BIN ]] || die "no Jaeger binary at $JAEGER_BIN: run 'scripts/observability.sh install' first"
+# prepare_start NAME BIN DIR PORT...: the binary is installed, curl is there, DIR exists, a
+# previous instance of ours is stopped and its pid file gone, and the ports are free.
+prepare_start() {
+  local name=$1 bin=$2 d=$3 p; shift 3
+  [[ -x $bin ]] || die "no $name binary at $bin: run 'scripts/observability.sh install' first"
   command -v curl >/dev/null || die "curl is needed to check readiness: apt-get install curl"
   mkdir -p "$d"
-  if p=$(pid_alive "$d/jaeger.pid" "$JAEGER_BIN"); then
-    echo "jaeger: stopping the previous instance (pid $p)"; stop_one "$p" 15 >/dev/null
+  if p=$(pid_alive "$d/$name.pid" "$bin"); then
+    echo "$name: stopping the previous instance (pid $p)"; stop_one "$p" 15 >/dev/null
   fi
-  rm -f "$d/jaeger.pid"
-  free_ports "$OTLP_PORT" "$GRPC_PORT" "$QUERY_PORT" "$QUERY_GRPC_PORT" "$JMETRICS_PORT"
+  rm -f "$d/$name.pid"
+  free_ports "$@"
+}
+
+jaeger_start() {
+  SVC=jaeger; local t0=$EPOCHREALTIME d=$DIR/jaeger p
+  prepare_start jaeger "$JAEGER_BIN" "$d" "$OTLP_PORT" "$GRPC_PORT" "$QUERY_PORT" "$QUERY_GRPC_PORT" "$JMETRICS_PORT"
   jaeger_config >"$d/config.yaml"
   launch jaeger "$d/jaeger.log" "$JAEGER_BIN" --config "file:$d/config.yaml"
   # The collector starts the query extension before the receivers: wait for all three.
@@ -377,14 +384,7 @@ prom_start() {
   for t in "${targets[@]}"; do
     [[ $t =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):[0-9]{1,5}$ ]] || die "target '$t' is not HOST:PORT"
   done
-  [[ -x $PROM_BIN ]] || die "no Prometheus at $PROM_BIN: run 'scripts/observability.sh install' first"
-  command -v curl >/dev/null || die "curl is needed to check readiness: apt-get install curl"
-  mkdir -p "$d"
-  if p=$(pid_alive "$d/prometheus.pid" "$PROM_BIN"); then
-    echo "prometheus: stopping the previous instance (pid $p)"; stop_one "$p" 15 >/dev/null
-  fi
-  rm -f "$d/prometheus.pid"
-  free_ports "$PROM_PORT"
+  prepare_start prometheus "$PROM_BIN" "$d" "$PROM_PORT"
   {
     echo "# Prometheus for onlychat (written by scripts/observability.sh)"
     echo "global: {scrape_interval: $SCRAPE_INTERVAL, scrape_timeout: $SCRAPE_INTERVAL, evaluation_interval: $SCRAPE_INTERVAL}"
