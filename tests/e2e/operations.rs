@@ -323,22 +323,20 @@ async fn prometheus_scrapes_every_process_and_each_operator_metric_moves() {
     metric_moves(&prometheus, "onlychat_ws_closes_total{code=\"4001\"}", 0.0).await;
 
     // Redis and the database away: logins answer 503 and the errors are counted.
-    redis.stop();
-    assert_eq!(
-        login_status(&http, &alice_name).await,
-        503,
-        "login without Redis"
-    );
-    metric_moves(&prometheus, "onlychat_redis_errors_total", 0.0).await;
-    redis.restart();
-    pg.stop();
-    assert_eq!(
-        login_status(&http, &alice_name).await,
-        503,
-        "login without the database"
-    );
-    metric_moves(&prometheus, "onlychat_db_errors_total", 0.0).await;
-    pg.restart();
+    for (service, errors) in [
+        (&redis, "onlychat_redis_errors_total"),
+        (&pg, "onlychat_db_errors_total"),
+    ] {
+        service.stop();
+        assert_eq!(
+            login_status(&http, &alice_name).await,
+            503,
+            "login without {}",
+            service.address
+        );
+        metric_moves(&prometheus, errors, 0.0).await;
+        service.restart();
+    }
     drop(b);
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use crate::process::script;
 use crate::{eventually, free_ports, unique};
 
 fn tool(env: &str, fallback: &str) -> PathBuf {
@@ -130,14 +131,8 @@ pub struct Jaeger {
 }
 
 impl Jaeger {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/observability.sh")
-    }
-
     fn run(&self, command: &str) -> std::process::ExitStatus {
-        std::process::Command::new(Self::script())
-            .arg(command)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        script("observability.sh", &[command], &self.env)
             .stdout(Stdio::null())
             .status()
             .expect("run scripts/observability.sh")
@@ -228,9 +223,7 @@ impl Jaeger {
 
 impl Drop for Jaeger {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(Self::script())
-            .args(["down", "--clean"])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let _ = script("observability.sh", &["down", "--clean"], &self.env)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();

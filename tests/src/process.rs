@@ -282,6 +282,19 @@ impl Proc {
     }
 }
 
+/// A command running `scripts/<name>` with `args` and extra `env`.
+pub fn script(name: &str, args: &[&str], env: &[(String, String)]) -> std::process::Command {
+    let mut command = std::process::Command::new(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts")
+            .join(name),
+    );
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command
+}
+
 /// A service of a test's own (scripts/services.sh on its own ports and directory), for a test
 /// that stops and starts it or counts its commands; the shared services never see that.
 pub struct OwnService {
@@ -295,14 +308,8 @@ pub struct OwnService {
 pub type OwnKafka = OwnService;
 
 impl OwnService {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh")
-    }
-
     fn run(&self, command: &str) {
-        let status = std::process::Command::new(Self::script())
-            .args([command, self.service])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let status = script("services.sh", &[command, self.service], &self.env)
             .status()
             .expect("run scripts/services.sh");
         assert!(
@@ -378,9 +385,7 @@ impl OwnService {
 
 impl Drop for OwnService {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(Self::script())
-            .args(["down", "--clean", self.service])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let _ = script("services.sh", &["down", "--clean", self.service], &self.env)
             .stdout(Stdio::null())
             .status();
     }

@@ -392,12 +392,9 @@ impl DeliverySink for Registry {
                 let room = event.room().to_owned();
                 // Only a node with members in the room has a delivery to trace: records read
                 // back at start, or rooms with nobody here, make no span.
-                let span = inner
-                    .rooms
-                    .get(&room)
-                    .is_some_and(|members| !members.is_empty())
-                    .then(|| crate::trace::start_deliver(&delivered.headers, &room))
-                    .flatten();
+                let span = crate::trace::start_deliver(&delivered.headers, &room, || {
+                    inner.rooms.get(&room).is_some_and(|m| !m.is_empty())
+                });
                 let Some(message) = event.into_chat_message(delivered.position, &self.epoch) else {
                     return;
                 };

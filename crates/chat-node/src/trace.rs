@@ -97,9 +97,14 @@ impl SendSpans {
 }
 
 /// Opens `chat.deliver` for a record read from the log, as a child of the context in its
-/// headers (or a root span if it has none); `None` when tracing is off.
-pub(crate) fn start_deliver(headers: &Headers, room: &str) -> Option<Context> {
-    let tracing = TRACING.get()?;
+/// headers (or a root span if it has none); `None` when tracing is off (then `wanted` is not
+/// even asked, keeping the fan-out path as it was) or when `wanted` says there is nothing here.
+pub(crate) fn start_deliver(
+    headers: &Headers,
+    room: &str,
+    wanted: impl FnOnce() -> bool,
+) -> Option<Context> {
+    let tracing = TRACING.get().filter(|_| wanted())?;
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     let span = tracing
         .tracer

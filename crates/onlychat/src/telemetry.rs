@@ -169,13 +169,25 @@ pub const WRITER_SERIES: &[&str] = &["onlychat_history_stored_total"];
 /// Whether an OTLP trace endpoint is configured (and tracing not switched off with
 /// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`).
 fn traces_configured() -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
-    let is = |name: &str, value: &str| {
-        std::env::var(name).is_ok_and(|v| v.trim().eq_ignore_ascii_case(value))
-    };
-    (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    let is =
+        |name: &str, value: &str| otel_var(name).is_some_and(|v| v.eq_ignore_ascii_case(value));
+    trace_endpoint().is_some()
         && !is("OTEL_SDK_DISABLED", "true")
         && !is("OTEL_TRACES_EXPORTER", "none")
+}
+
+/// A standard `OTEL_*` variable, trimmed; unset and blank are the same.
+fn otel_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The traces endpoint as configured: the signal's own variable first, then the base one.
+fn trace_endpoint() -> Option<String> {
+    otel_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|| otel_var("OTEL_EXPORTER_OTLP_ENDPOINT"))
 }
 
 /// Installs the global tracer provider (batching, OTLP/HTTP protobuf; endpoint, headers,
@@ -186,10 +198,7 @@ fn init_traces() {
     if !traces_configured() {
         return;
     }
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        .unwrap_or_default();
+    let endpoint = trace_endpoint().unwrap_or_default();
     if endpoint.starts_with("https:") {
         tracing::warn!(
             endpoint,
@@ -197,8 +206,8 @@ fn init_traces() {
              (send them to a collector beside the process over http://)"
         );
     }
-    let protocol =
-        var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"));
+    let protocol = otel_var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| otel_var("OTEL_EXPORTER_OTLP_PROTOCOL"));
     if let Some(protocol) = protocol.filter(|p| p != "http/protobuf") {
         tracing::warn!(
             protocol,
