@@ -68,7 +68,10 @@ fn describe_metrics() {
     describe_counter!("onlychat_joins_total", "Room joins.");
     describe_counter!("onlychat_frames_in_total", "Client frames read.");
     describe_counter!("onlychat_messages_in_total", "Sends taken from clients.");
-    describe_counter!("onlychat_messages_out_total", "Messages queued to sockets.");
+    describe_counter!(
+        "onlychat_messages_out_total",
+        "Frames from the log (messages, presence, typing) queued to sockets."
+    );
     describe_histogram!(
         "onlychat_deliver_latency_seconds",
         Unit::Seconds,
