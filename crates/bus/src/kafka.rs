@@ -338,9 +338,15 @@ impl Bus for KafkaBus {
             }
         }
         self.ready.store(catching_up.is_empty(), Ordering::SeqCst);
-        tokio::spawn(consume(consumer, sink, catching_up, self.ready.clone()));
+        tokio::spawn(consume(
+            consumer.clone(),
+            sink,
+            catching_up,
+            self.ready.clone(),
+        ));
         tokio::spawn(probe::run(
             self.producer.clone(),
+            consumer,
             self.settings.topic.clone(),
             self.reachability.clone(),
         ));

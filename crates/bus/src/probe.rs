@@ -3,11 +3,20 @@
 //! events with no matching "healthy again" event. So a node asks for the bus topic's metadata
 //! every [`PROBE_EVERY`], on the blocking pool (the call blocks) with a short timeout: one small
 //! request every few seconds, and both edges of an outage are seen.
+//!
+//! It asks through both of the node's clients, the producer and the fan-out consumer. Each has
+//! its own broker connections and reconnects on its own schedule: after an outage the producer
+//! can be back while the consumer is not, and a send would then be written but not read back
+//! in time to be acknowledged. `/readyz` turns 200 only when both can reach the log.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
+
+use crate::kafka::LagConsumer;
 
 /// How often the brokers are asked while they answer.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -47,9 +56,8 @@ impl Reachability {
 }
 
 /// One metadata request: a broker answered and every partition of `topic` has a leader.
-fn ask(producer: &FutureProducer, topic: &str) -> Result<(), String> {
-    let metadata = producer
-        .client()
+fn ask<C: ClientContext>(client: &Client<C>, topic: &str) -> Result<(), String> {
+    let metadata = client
         .fetch_metadata(Some(topic), PROBE_TIMEOUT)
         .map_err(|e| e.to_string())?;
     let found = metadata
@@ -70,14 +78,38 @@ fn ask(producer: &FutureProducer, topic: &str) -> Result<(), String> {
     }
 }
 
+/// Asks through the producer and the fan-out consumer at once; the first failure wins.
+async fn ask_both(
+    producer: &FutureProducer,
+    consumer: &Arc<LagConsumer>,
+    topic: &str,
+) -> Result<(), String> {
+    let blocking = |ask: Box<dyn FnOnce() -> Result<(), String> + Send>| async move {
+        tokio::task::spawn_blocking(ask)
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    let (p, t) = (producer.clone(), topic.to_owned());
+    let (c, u) = (consumer.clone(), topic.to_owned());
+    let (produced, consumed) = tokio::join!(
+        blocking(Box::new(move || ask(p.client(), &t))),
+        blocking(Box::new(
+            move || ask(c.client(), &u).map_err(|why| format!("fan-out consumer: {why}"))
+        )),
+    );
+    produced.and(consumed)
+}
+
 /// Probes until the process ends, recording the verdict in `state`.
-pub(crate) async fn run(producer: FutureProducer, topic: String, state: Arc<Reachability>) {
+pub(crate) async fn run(
+    producer: FutureProducer,
+    consumer: Arc<LagConsumer>,
+    topic: String,
+    state: Arc<Reachability>,
+) {
     let mut failures = 0u32;
     loop {
-        let (p, t) = (producer.clone(), topic.clone());
-        let answer = tokio::task::spawn_blocking(move || ask(&p, &t))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let answer = ask_both(&producer, &consumer, &topic).await;
         match answer {
             Ok(()) => {
                 failures = 0;
