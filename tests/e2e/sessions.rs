@@ -258,3 +258,55 @@ async fn refresh_rotates_and_a_repeat_within_the_grace_gets_the_same_successor()
     let (status, _) = refresh("never-issued".to_owned()).await;
     assert_eq!(status, 401);
 }
+
+/// Every endpoint that takes a bearer token refuses one whose session ended, also the ones
+/// that do not read the session store (a user's profile, room history): a replaced login's
+/// token, and after a logout the logged-out token (logout itself included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_sessions_token_is_refused_by_every_bearer_endpoint() {
+    let cluster = Cluster::start(1).await;
+    let http = cluster.http();
+    let name = unique("ended");
+    let first = http.user(&name).await;
+    let profile = format!("/v1/users/{}", first.user_id);
+    let history = "/v1/rooms/lobby/messages";
+    for path in [profile.as_str(), history, "/v1/auth/me"] {
+        let (status, body) = http.get(path, Some(&first.access_token)).await;
+        assert_eq!(status, 200, "{path} with a live token: {body}");
+    }
+    let refused = |token: String| {
+        let (http, profile) = (cluster.http(), profile.clone());
+        async move {
+            let mut answers = Vec::new();
+            for path in [profile.as_str(), history, "/v1/auth/me"] {
+                answers.push(http.get(path, Some(&token)).await);
+            }
+            answers.push(http.post("/v1/auth/logout", &json!({}), Some(&token)).await);
+            answers
+                .iter()
+                .all(|(status, body)| *status == 401 && body["error"]["code"] == "session_revoked")
+                .then_some(())
+        }
+    };
+    // A second login ends the first session (the revocation reaches the gateway's set through
+    // the session store's feed, within milliseconds).
+    let second = http.login(&name).await;
+    eventually(
+        Duration::from_secs(5),
+        "the replaced token refused everywhere",
+        || refused(first.access_token.clone()),
+    )
+    .await;
+    let (status, body) = http.get(history, Some(&second.access_token)).await;
+    assert_eq!(status, 200, "the new session reads history: {body}");
+    let (status, _) = http
+        .post("/v1/auth/logout", &json!({}), Some(&second.access_token))
+        .await;
+    assert_eq!(status, 204);
+    eventually(
+        Duration::from_secs(5),
+        "the logged-out token refused everywhere",
+        || refused(second.access_token.clone()),
+    )
+    .await;
+}

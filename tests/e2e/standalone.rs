@@ -115,11 +115,14 @@ async fn standalone_keeps_history_positions_and_dedupe_across_a_restart() {
             other.map(|_| ())
         ),
     }
-    let (status, body) = http.get("/v1/auth/me", Some(&old_token)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("session_revoked"))
-    );
+    for path in ["/v1/auth/me", "/v1/rooms/log/messages"] {
+        let (status, body) = http.get(path, Some(&old_token)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("session_revoked")),
+            "{path} with a token from before the restart"
+        );
+    }
     let alice = http.login("alice").await;
     let mut a = Ws::connect(&server.ws_url(), &alice.access_token).await;
     // Resume from the fifth message: the same epoch, the 15 after it, in order.

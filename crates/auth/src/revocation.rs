@@ -1,10 +1,14 @@
-//! Revoked sessions as a node sees them: an in-memory set fed by the session store's
-//! revocation feed, so admitting a socket costs no round trip to Redis.
+//! Revoked sessions as a node or a gateway sees them: an in-memory set fed by the session
+//! store's revocation feed, so checking a token costs no round trip to Redis (and still works
+//! while Redis is away).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::Claims;
 
 /// A session that ended, and the close code its sockets get (4000, 4001 or 4003).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,9 +24,46 @@ pub struct Revocation {
 #[derive(Debug, Default)]
 pub struct RevokedSet {
     inner: RwLock<HashMap<String, (u16, i64)>>,
+    /// Tokens issued before this (unix seconds) count as revoked: a process that keeps its
+    /// sessions in memory (standalone) sets it to its start.
+    issued_from: Option<i64>,
 }
 
 impl RevokedSet {
+    /// A set that also refuses every token issued before `issued_from`.
+    pub fn issued_from(issued_from: Option<i64>) -> Self {
+        Self {
+            issued_from,
+            ..Self::default()
+        }
+    }
+
+    /// The close code for a token whose session no longer stands, or `None` if it stands:
+    /// its session was revoked, or it was issued before [`RevokedSet::issued_from`] (4003).
+    pub fn code_for_token(&self, claims: &Claims) -> Option<u16> {
+        self.code_for(&claims.sid).or_else(|| {
+            self.issued_from
+                .filter(|from| claims.iat < *from)
+                .map(|_| onlychat_protocol::close::REVOKED)
+        })
+    }
+
+    /// Applies `feed` to this set until the feed closes.
+    pub async fn follow(&self, mut feed: broadcast::Receiver<Revocation>) {
+        loop {
+            match feed.recv().await {
+                Ok(revocation) => self.insert(&revocation),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::error!(
+                        missed,
+                        "revocation feed lagged; some revoked tokens may pass"
+                    );
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
     /// Records a revocation and forgets the ones whose tokens have all expired.
     pub fn insert(&self, revocation: &Revocation) {
         let now = chrono::Utc::now().timestamp();

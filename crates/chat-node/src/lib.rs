@@ -161,11 +161,12 @@ impl Node {
             partition_of,
             limits,
         ));
+        let revoked = Arc::new(RevokedSet::issued_from(settings.tokens_issued_from));
         let node = Arc::new(Self {
             settings,
             deps,
             registry: registry.clone(),
-            revoked: Arc::new(RevokedSet::default()),
+            revoked,
             shutdown: CancellationToken::new(),
             closing: CancellationToken::new(),
             next_conn_id: AtomicU64::new(1),
@@ -245,12 +246,7 @@ impl Node {
     /// The close code of a token's session if it no longer stands: revoked (the in-memory set
     /// fed by the session store), or issued before `tokens_issued_from`.
     pub(crate) fn revocation_of(&self, claims: &onlychat_auth::Claims) -> Option<u16> {
-        self.revoked.code_for(&claims.sid).or_else(|| {
-            self.settings
-                .tokens_issued_from
-                .filter(|from| claims.iat < *from)
-                .map(|_| onlychat_protocol::close::REVOKED)
-        })
+        self.revoked.code_for_token(claims)
     }
 
     /// A place for one more socket, or `None` when the node is full.

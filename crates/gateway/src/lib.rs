@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use onlychat_auth::{JwtKeys, Limit, RateLimiter, SessionStore};
+use onlychat_auth::{JwtKeys, Limit, RateLimiter, RevokedSet, SessionStore};
 use onlychat_store::Store;
 
 pub use error::ApiError;
@@ -35,6 +35,10 @@ pub struct Gateway {
     /// Where login rate-limit buckets live (Redis in the cluster).
     pub limiter: Arc<dyn RateLimiter>,
     pub login_limits: LoginLimits,
+    /// Sessions that ended, fed by the session store's revocation feed
+    /// ([`Gateway::watch_revocations`]): every endpoint that takes a bearer token refuses
+    /// their tokens, also the ones that do not read the session store (history, users).
+    pub revoked: Arc<RevokedSet>,
 }
 
 /// Login attempts allowed per username and per client address.
@@ -62,6 +66,15 @@ impl Gateway {
                     .error_handler(|e, _| ApiError::bad_request(e.to_string()).into()),
             )
             .configure(routes::configure);
+    }
+
+    /// Keeps [`Gateway::revoked`] up to date for as long as the process runs.
+    pub fn watch_revocations(self: &Arc<Self>) {
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            let feed = gateway.sessions.revocations();
+            gateway.revoked.follow(feed).await;
+        });
     }
 
     /// Why the gateway is not ready; empty when it is. The database and the session store are

@@ -7,7 +7,8 @@ use anyhow::Context;
 use base64::Engine;
 use onlychat_auth::session::SessionTtls;
 use onlychat_auth::{
-    JwtKeys, Limit, MemoryLimiter, MemorySessions, RedisSessions, SessionStore, TokenRules,
+    JwtKeys, Limit, MemoryLimiter, MemorySessions, RedisSessions, RevokedSet, SessionStore,
+    TokenRules,
 };
 use onlychat_bus::{Bus, KafkaBus, KafkaSettings, MemoryBus};
 use onlychat_chat_node::{Node, NodeDeps, NodeSettings, Presence};
@@ -251,6 +252,12 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         window: args.socket.delivery.dedupe_window,
     };
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::journaled(last, &epoch, Arc::new(journal)));
+    // Sessions live in this process's memory: no token issued before this start stands. `iat`
+    // is in whole seconds, so start serving only once a new second has begun: every token of
+    // an earlier process is then older than `from`, every token of this one is not.
+    let from = chrono::Utc::now().timestamp() + 1;
+    let wait_ms = (from * 1000 - chrono::Utc::now().timestamp_millis()).max(0);
+    tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
     let gateway = Arc::new(Gateway {
         store: store.clone(),
         sessions: sessions.clone(),
@@ -259,7 +266,9 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         epoch,
         limiter: Arc::new(MemoryLimiter::default()),
         login_limits: login_limits(&args.limits),
+        revoked: Arc::new(RevokedSet::issued_from(Some(from))),
     });
+    gateway.watch_revocations();
     // Resends of messages stored before this start must still be recognised.
     let window =
         i64::try_from(args.socket.delivery.dedupe_window.as_millis()).unwrap_or(i64::MAX / 4);
@@ -278,12 +287,6 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         presence: Presence::Local,
         history: Some(store),
     };
-    // Sessions live in this process's memory: no token issued before this start stands. `iat`
-    // is in whole seconds, so start serving only once a new second has begun: every token of
-    // an earlier process is then older than `from`, every token of this one is not.
-    let from = chrono::Utc::now().timestamp() + 1;
-    let wait_ms = (from * 1000 - chrono::Utc::now().timestamp_millis()).max(0);
-    tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
     let settings = NodeSettings {
         tokens_issued_from: Some(from),
         ..node_settings(&args.serve, &args.socket)
@@ -371,7 +374,9 @@ async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         refresh_ttl: args.tokens.refresh_ttl,
         epoch,
         login_limits: login_limits(&args.limits),
+        revoked: Arc::new(RevokedSet::default()),
     });
+    gateway.watch_revocations();
     serve::run(
         listener,
         Parts {

@@ -151,7 +151,7 @@ pub async fn refresh(
 }
 
 pub async fn logout(req: HttpRequest, gw: web::Data<Gateway>) -> Result<HttpResponse, ApiError> {
-    let claims = bearer::claims(&req, &gw.keys)?;
+    let claims = bearer::claims(&req, &gw)?;
     gw.sessions.revoke(&claims.sid, close::LOGGED_OUT).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -213,12 +213,9 @@ pub(crate) async fn live_claims(
     req: &HttpRequest,
     gw: &Gateway,
 ) -> Result<onlychat_auth::Claims, ApiError> {
-    let claims = bearer::claims(req, &gw.keys)?;
+    let claims = bearer::claims(req, gw)?;
     if !gw.sessions.is_live(&claims.sid).await? {
-        return Err(ApiError::unauthorized(
-            ErrorCode::SessionRevoked,
-            "this session has ended",
-        ));
+        return Err(bearer::session_ended());
     }
     Ok(claims)
 }

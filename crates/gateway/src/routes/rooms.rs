@@ -25,7 +25,7 @@ pub async fn messages(
     room: web::Path<String>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    bearer::claims(&req, &gw.keys)?;
+    bearer::claims(&req, &gw)?;
     if !validate::room_name_ok(&room) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -10,7 +10,7 @@ pub async fn get(
     gw: web::Data<Gateway>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    bearer::claims(&req, &gw.keys)?;
+    bearer::claims(&req, &gw)?;
     let user = gw
         .store
         .user_by_id(&path)
