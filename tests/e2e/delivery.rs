@@ -474,3 +474,64 @@ async fn a_resume_on_a_node_that_is_behind_waits_for_it_and_sends_nothing_twice(
         "no replay of what the client had: {next}"
     );
 }
+
+/// A `since` beyond the log's end was never a position: the join is answered `recovered:
+/// false` without waiting for the node to read it (it never will), and the socket keeps
+/// answering and receiving. The node waits up to 60 s here (its produce timeout), so a join
+/// that waited would miss the 20 s this test allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_beyond_the_log_end_is_answered_without_waiting() {
+    let options = ClusterOptions {
+        node_env: vec![("ONLYCHAT_KAFKA_PRODUCE_TIMEOUT", "60s".to_owned())],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start_with(1, options).await;
+    let http = cluster.http();
+    let room = unique("beyond");
+    let (alice, bob) = (
+        http.user(&unique("alice")).await,
+        http.user(&unique("bob")).await,
+    );
+    let mut a = Ws::connect(&cluster.ws_url(0), &alice.access_token).await;
+    a.join(&room).await;
+    let first = ack_of_sent(&mut a, &room, "first").await;
+    let end = first["position"].as_u64().expect("position");
+    let mut b = Ws::connect(&cluster.ws_url(0), &bob.access_token).await;
+    for since in [end + 1_000_000, u64::MAX] {
+        b.send(json!({"type": "join", "room": room, "since": since, "ref": "beyond"}))
+            .await;
+        b.send(json!({"type": "ping", "ref": "after"})).await;
+        let mut answered = Vec::new();
+        while answered.len() < 2 {
+            let frame = b
+                .try_recv(Duration::from_secs(20))
+                .await
+                .unwrap_or_else(|| panic!("join since={since}: no answer within 20 s"));
+            match frame["type"].as_str() {
+                Some("joined") => {
+                    assert_eq!(frame["recovered"], false, "{frame}");
+                    answered.push("joined");
+                }
+                Some("pong") => answered.push("pong"),
+                _ => {}
+            }
+        }
+        assert_eq!(answered, ["joined", "pong"], "since={since}");
+    }
+    // The socket still receives the room.
+    ack_of_sent(&mut a, &room, "second").await;
+    loop {
+        let frame = b
+            .try_recv(Duration::from_secs(10))
+            .await
+            .expect("bob receives the next message");
+        if frame["type"] == "message" && frame["client_id"] == "second" {
+            break;
+        }
+    }
+}
+
+async fn ack_of_sent(ws: &mut Ws, room: &str, client_id: &str) -> Value {
+    ws.send(send(room, client_id, client_id)).await;
+    ack_of(ws, client_id).await
+}

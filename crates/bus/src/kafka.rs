@@ -48,6 +48,8 @@ pub struct KafkaBus {
 }
 
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a partition's end ([`Bus::log_end`]).
+const LOG_END_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the consumer may log the same kind of transient error.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -364,6 +366,23 @@ impl Bus for KafkaBus {
         self.reachability
             .reason()
             .map(|why| format!("message log unreachable: {why}"))
+    }
+
+    /// The partition's high watermark: the offset after its last record, which is that
+    /// record's position. Asked of the broker on the blocking pool, bounded by
+    /// [`LOG_END_TIMEOUT`].
+    async fn log_end(&self, partition: i32) -> Option<u64> {
+        let (producer, topic) = (self.producer.clone(), self.settings.topic.clone());
+        let high = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_watermarks(&topic, partition, LOG_END_TIMEOUT)
+        })
+        .await
+        .ok()?
+        .ok()?
+        .1;
+        u64::try_from(high).ok()
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {

@@ -90,4 +90,8 @@ pub trait Bus: Send + Sync {
     }
     /// Waits (bounded) until every accepted event has been acknowledged by the log.
     async fn flush(&self, timeout: Duration) -> Result<(), BusError>;
+    /// The position of the last record `partition` holds now (0 when empty), or `None` when
+    /// the log cannot say promptly. A resume's `since` beyond it was never a position: there
+    /// is nothing to wait for.
+    async fn log_end(&self, partition: i32) -> Option<u64>;
 }

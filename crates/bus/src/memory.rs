@@ -175,6 +175,16 @@ impl Bus for MemoryBus {
         }
         Ok(())
     }
+
+    /// Every position handed out so far (one partition), stored or still in the journal queue.
+    async fn log_end(&self, _partition: i32) -> Option<u64> {
+        Some(
+            self.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .last_position,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -139,18 +139,24 @@ impl Registry {
     }
 
     /// Resolves once this node has read `position` of `partition` (`None`: already has).
+    /// Waiters whose receiver was dropped (a bounded wait that gave up) are pruned here, so the
+    /// list holds only live waits however many give up.
     pub fn when_read(&self, partition: i32, position: u64) -> Option<oneshot::Receiver<()>> {
         let mut inner = self.lock();
         if inner.positions.get(&partition).copied().unwrap_or(0) >= position {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        inner
-            .waiters
-            .entry(partition)
-            .or_default()
-            .push((position, tx));
+        let waiters = inner.waiters.entry(partition).or_default();
+        waiters.retain(|(_, waiting)| !waiting.is_closed());
+        waiters.push((position, tx));
         Some(rx)
+    }
+
+    /// How many waits for a position are registered (all partitions).
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.lock().waiters.values().map(Vec::len).sum()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -488,6 +494,21 @@ mod tests {
         assert!(text.contains(r#""position":42"#));
         assert!(rx.try_recv().is_err());
         assert_eq!(registry.join("other", &alice, None, None).position, 43);
+    }
+
+    #[test]
+    fn waits_that_gave_up_are_pruned_and_live_ones_resolve() {
+        let registry = Registry::new("e".into(), Box::new(|_| 0), LIMITS);
+        registry.positioned(0, 10);
+        assert!(registry.when_read(0, 10).is_none(), "already read");
+        for _ in 0..1000 {
+            drop(registry.when_read(0, u64::MAX).expect("a wait"));
+        }
+        let live = registry.when_read(0, 11).expect("a wait");
+        assert_eq!(registry.waiting(), 1, "the 1000 abandoned waits are gone");
+        registry.deliver(message("lobby", 11));
+        assert!(live.blocking_recv().is_ok(), "resolved once read");
+        assert_eq!(registry.waiting(), 0);
     }
 
     #[test]

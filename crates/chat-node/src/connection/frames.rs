@@ -175,13 +175,23 @@ impl Conn {
         // A client resuming from another node may have seen further than this node has read
         // (it just started, or its consumer is behind): wait, bounded, until it has, so the
         // resume is exact instead of `recovered: false` and a replay of what the client has.
+        // A `since` beyond the log's end was never a position (a bad or hostile client): no
+        // wait, it gets `recovered: false` at once.
         if let Some(since) = since
             && epoch
                 .as_deref()
                 .is_none_or(|e| e == self.node.registry.epoch())
         {
             let partition = self.node.deps.bus.partition_of(&room);
-            if let Some(read) = self.node.registry.when_read(partition, since) {
+            if let Some(read) = self.node.registry.when_read(partition, since)
+                && self
+                    .node
+                    .deps
+                    .bus
+                    .log_end(partition)
+                    .await
+                    .is_none_or(|end| since <= end)
+            {
                 let _ = tokio::time::timeout(self.node.settings.read_back_timeout, read).await;
             }
         }
