@@ -190,10 +190,11 @@ async fn bad_tokens_are_refused_and_nothing_crashes() {
     ws.send(json!({"type": "auth", "token": expired})).await;
     assert_eq!(ws.expect_close(Duration::from_secs(2)).await, Some(4002));
     let mut ws = Ws::open(&url, None).await.expect("upgrade");
-    ws.send(json!({"type": "auth", "token": user.access_token}))
+    ws.send(json!({"type": "auth", "token": user.access_token, "ref": "first"}))
         .await;
     let welcome = ws.expect("welcome").await;
     assert_eq!(welcome["user_id"], user.user_id.as_str());
+    assert_eq!(welcome["ref"], "first", "welcome answers the auth frame: {welcome}");
     ws.send(json!({"type": "auth", "token": user.access_token, "ref": "again"}))
         .await;
     let error = ws.expect("error").await;

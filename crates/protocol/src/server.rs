@@ -10,6 +10,9 @@ use crate::envelope::ChatMessage;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     Welcome {
+        /// The `ref` of the `auth` frame it answers (browser flow); none after header auth.
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        r#ref: Option<String>,
         user_id: String,
         session_id: String,
         node: String,

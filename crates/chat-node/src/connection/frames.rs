@@ -71,8 +71,10 @@ impl Conn {
         }
     }
 
-    pub(crate) fn welcome(&self) -> ServerFrame {
+    /// The first frame, answering the `auth` frame whose `ref` is `r#ref` (if any).
+    pub(crate) fn welcome(&self, r#ref: Option<String>) -> ServerFrame {
         ServerFrame::Welcome {
+            r#ref,
             user_id: self.claims.sub.clone(),
             session_id: self.claims.sid.clone(),
             node: self.node.settings.node_id.clone(),

@@ -49,15 +49,21 @@ async fn write(session: &mut Session, text: Frame, limit: Duration) -> Result<()
     }
 }
 
-/// Waits for the first frame to be a valid `auth` (browser flow).
-async fn authenticate(node: &Node, stream: &mut AggregatedMessageStream) -> Result<Claims, u16> {
+/// Waits for the first frame to be a valid `auth` (browser flow); its claims and its `ref`,
+/// which `welcome` echoes.
+async fn authenticate(
+    node: &Node,
+    stream: &mut AggregatedMessageStream,
+) -> Result<(Claims, Option<String>), u16> {
     let first = tokio::time::timeout(node.settings.auth_timeout, stream.recv()).await;
     let Ok(Some(Ok(AggregatedMessage::Text(text)))) = first else {
         return Err(close::NOT_AUTHENTICATED);
     };
     match parse_client_frame(&text) {
         Ok(inbound) => match inbound.frame {
-            ClientFrame::Auth { token } => admit(node, &token).map_err(|(_, code)| code),
+            ClientFrame::Auth { token } => admit(node, &token)
+                .map(|claims| (claims, inbound.r#ref))
+                .map_err(|(_, code)| code),
             _ => Err(close::NOT_AUTHENTICATED),
         },
         Err(_) => Err(close::NOT_AUTHENTICATED),
@@ -74,10 +80,10 @@ pub async fn run(
     mut stream: AggregatedMessageStream,
     claims: Option<Claims>,
 ) {
-    let claims = match claims {
-        Some(claims) => claims,
+    let (claims, auth_ref) = match claims {
+        Some(claims) => (claims, None),
         None => match Box::pin(authenticate(&node, &mut stream)).await {
-            Ok(claims) => claims,
+            Ok(answered) => answered,
             Err(code) => return Box::pin(refuse(session, code, "authentication failed")).await,
         },
     };
@@ -99,7 +105,7 @@ pub async fn run(
     }
     metrics::gauge!("onlychat_connections").increment(1);
     let mut conn = Conn::new(node.clone(), handle, claims);
-    let code = serve(&mut conn, session, stream, rx, kill_rx).await;
+    let code = serve(&mut conn, auth_ref, session, stream, rx, kill_rx).await;
     metrics::gauge!("onlychat_connections").decrement(1);
     if let Some(code) = code {
         metrics::counter!("onlychat_ws_closes_total", "code" => code.to_string()).increment(1);
@@ -110,6 +116,7 @@ pub async fn run(
 /// The select loop; returns the close code the server sent, if any.
 async fn serve(
     conn: &mut Conn,
+    auth_ref: Option<String>,
     mut session: Session,
     mut stream: AggregatedMessageStream,
     mut outbound: mpsc::Receiver<Frame>,
@@ -117,7 +124,7 @@ async fn serve(
 ) -> Option<u16> {
     let node = conn.node.clone();
     let heartbeat = node.settings.heartbeat;
-    let welcome = conn.welcome().to_text();
+    let welcome = conn.welcome(auth_ref).to_text();
     if session.text(welcome).await.is_err() {
         return None;
     }
