@@ -2,6 +2,7 @@
 //! violations, handshake limits, a reader that stops reading, a peer that stops answering
 //! pings, flooding. Raw frames where no client library would send the bad input.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use onlychat_e2e::raw::op;
@@ -434,6 +435,59 @@ async fn flooding_is_answered_rate_limited_then_closed_4029() {
         limited.len(),
         19,
         "closed at the documented 20th rate_limited"
+    );
+}
+
+/// A flooder cut off with 4029 still gets the answer to every send the node accepted before
+/// (its ack: the message was stored), so it knows what to resend; only the refused ones and
+/// those after the close was decided go unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooder_closed_4029_first_gets_the_acks_of_its_accepted_sends() {
+    let cluster = Cluster::start(1).await;
+    let user = cluster.http().user(&unique("flood")).await;
+    let mut ws = Ws::connect(&cluster.ws_url(0), &user.access_token).await;
+    ws.join("flood").await;
+    // Back to back, reading nothing: the burst (500), then refusals until the 20th closes.
+    for i in 0..540 {
+        ws.send_lossy(
+            json!({"type": "send", "room": "flood", "body": "x", "client_id": format!("f{i}")}),
+        )
+        .await;
+    }
+    let (frames, code) = ws.frames_until_close(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(4029), "kept flooding after being told");
+    let index = |f: &Value| {
+        f["client_id"]
+            .as_str()
+            .and_then(|c| c.strip_prefix('f'))
+            .and_then(|i| i.parse::<usize>().ok())
+    };
+    let refused: HashSet<usize> = frames
+        .iter()
+        .filter(|f| f["code"] == "rate_limited")
+        .filter_map(index)
+        .collect();
+    let acked: HashSet<usize> = frames
+        .iter()
+        .filter(|f| f["type"] == "ack")
+        .filter_map(index)
+        .collect();
+    let last_refused = *refused.iter().max().expect("rate_limited errors");
+    let unanswered: Vec<usize> = (0..last_refused)
+        .filter(|i| !refused.contains(i) && !acked.contains(i))
+        .collect();
+    assert!(
+        unanswered.is_empty(),
+        "{} accepted sends had no ack before the 4029 (first: {:?}); {} acked, {} refused",
+        unanswered.len(),
+        unanswered.first(),
+        acked.len(),
+        refused.len()
+    );
+    assert!(
+        acked.len() >= 500,
+        "the burst was accepted: {}",
+        acked.len()
     );
 }
 

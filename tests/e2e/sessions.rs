@@ -194,7 +194,10 @@ async fn bad_tokens_are_refused_and_nothing_crashes() {
         .await;
     let welcome = ws.expect("welcome").await;
     assert_eq!(welcome["user_id"], user.user_id.as_str());
-    assert_eq!(welcome["ref"], "first", "welcome answers the auth frame: {welcome}");
+    assert_eq!(
+        welcome["ref"], "first",
+        "welcome answers the auth frame: {welcome}"
+    );
     ws.send(json!({"type": "auth", "token": user.access_token, "ref": "again"}))
         .await;
     let error = ws.expect("error").await;

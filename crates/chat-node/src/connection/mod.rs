@@ -232,8 +232,9 @@ async fn serve(
             }
         }
     };
-    if code == close::GOING_AWAY_RESTART {
-        // Drain: read nothing more, but answer the sends already accepted before closing.
+    if matches!(code, close::GOING_AWAY_RESTART | close::RATE_LIMITED) {
+        // Drain, or a flooder cut off: read nothing more, but answer the sends already
+        // accepted before closing, so the client knows which of them were stored.
         Box::pin(finish_in_flight(conn, &mut session, &mut outbound)).await;
     }
     Box::pin(refuse(session, code, reason_for(code))).await;
@@ -251,6 +252,7 @@ fn is_bad_utf8(e: &std::io::Error) -> bool {
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(10);
 
 /// Writes queued frames until every in-flight send of the connection has its ack or error.
+/// A peer that stops taking them is given up on like any slow one (each write is bounded).
 async fn finish_in_flight(
     conn: &Conn,
     session: &mut Session,
@@ -263,7 +265,7 @@ async fn finish_in_flight(
         tokio::select! {
             biased;
             Some(text) = outbound.recv() => {
-                if session.text(text).await.is_err() {
+                if write(session, text, CLOSE_WRITE_LIMIT).await.is_err() {
                     return;
                 }
             }
@@ -272,7 +274,7 @@ async fn finish_in_flight(
         }
     }
     while let Ok(text) = outbound.try_recv() {
-        if session.text(text).await.is_err() {
+        if write(session, text, CLOSE_WRITE_LIMIT).await.is_err() {
             return;
         }
     }
