@@ -672,3 +672,45 @@ async fn eddsa_tokens_verify_on_nodes_with_the_public_key_and_survive_a_key_rota
     let (status, _) = http.get("/v1/auth/me", Some(&after.access_token)).await;
     assert_eq!(status, 401, "the old gateway does not know key B");
 }
+
+/// A known endpoint asked with the wrong method answers 405 `method_not_allowed` with `Allow`
+/// naming the one it takes; an unknown path stays 404 `not_found`. Both in the JSON error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_is_405_with_allow_and_an_unknown_path_404() {
+    let cluster = Cluster::start(1).await;
+    let base = cluster.gateway.base_url();
+    let client = reqwest::Client::new();
+    let cases = [
+        (reqwest::Method::GET, "/v1/auth/register", Some("POST")),
+        (reqwest::Method::PUT, "/v1/auth/login", Some("POST")),
+        (reqwest::Method::POST, "/v1/auth/me", Some("GET")),
+        (reqwest::Method::DELETE, "/v1/rooms/lobby/messages", Some("GET")),
+        (reqwest::Method::GET, "/v1/admin/users/x/logout", Some("POST")),
+        (reqwest::Method::GET, "/v1/auth/nothing-here", None),
+        (reqwest::Method::POST, "/v1/nothing", None),
+    ];
+    for (method, path, allow) in cases {
+        let response = client
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .expect("http request");
+        let status = response.status().as_u16();
+        let allowed = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let expected = match allow {
+            Some(_) => (405, Some("method_not_allowed")),
+            None => (404, Some("not_found")),
+        };
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            expected,
+            "{method} {path}: {body}"
+        );
+        assert_eq!(allowed.as_deref(), allow, "{method} {path}: Allow");
+    }
+}

@@ -5,27 +5,64 @@ mod auth;
 mod rooms;
 mod users;
 
-use actix_web::web;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpResponse, Resource, Route, web};
+use onlychat_protocol::ErrorCode;
+
+use crate::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1/auth")
-            .route("/register", web::post().to(auth::register))
-            .route("/login", web::post().to(auth::login))
-            .route("/refresh", web::post().to(auth::refresh))
-            .route("/logout", web::post().to(auth::logout))
-            .route("/me", web::get().to(auth::me))
-            .route("/password", web::post().to(auth::password)),
+            .service(only("/register", Method::POST, auth::register))
+            .service(only("/login", Method::POST, auth::login))
+            .service(only("/refresh", Method::POST, auth::refresh))
+            .service(only("/logout", Method::POST, auth::logout))
+            .service(only("/me", Method::GET, auth::me))
+            .service(only("/password", Method::POST, auth::password)),
     )
     .service(
         web::scope("/v1/admin/users")
-            .route("", web::get().to(admin::find))
-            .route("/{user_id}/sessions", web::get().to(admin::sessions))
-            .route("/{user_id}/logout", web::post().to(admin::logout)),
+            .service(only("", Method::GET, admin::find))
+            .service(only("/{user_id}/sessions", Method::GET, admin::sessions))
+            .service(only("/{user_id}/logout", Method::POST, admin::logout)),
     )
-    .route("/v1/users/{user_id}", web::get().to(users::get))
-    .route("/v1/rooms/{room}/messages", web::get().to(rooms::messages))
-    .route("/.well-known/jwks.json", web::get().to(jwks));
+    .service(only("/v1/users/{user_id}", Method::GET, users::get))
+    .service(only(
+        "/v1/rooms/{room}/messages",
+        Method::GET,
+        rooms::messages,
+    ))
+    .service(only("/.well-known/jwks.json", Method::GET, jwks));
+}
+
+/// An endpoint that answers one method; any other gets 405 `method_not_allowed` with `Allow`.
+fn only<F, Args>(path: &str, method: Method, handler: F) -> Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let allow = method.to_string();
+    web::resource(path)
+        .route(Route::new().method(method).to(handler))
+        .default_service(web::to(move || {
+            let allow = allow.clone();
+            async move {
+                let refused = ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    ErrorCode::MethodNotAllowed,
+                    format!("this endpoint answers {allow} only"),
+                );
+                let mut response = actix_web::ResponseError::error_response(&refused);
+                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                    response
+                        .headers_mut()
+                        .insert(actix_web::http::header::ALLOW, value);
+                }
+                Ok::<HttpResponse, actix_web::Error>(response)
+            }
+        }))
 }
 
 /// `GET /.well-known/jwks.json`: the public keys tokens are verified with (empty for HS256).
