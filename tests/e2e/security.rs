@@ -684,8 +684,16 @@ async fn a_wrong_method_is_405_with_allow_and_an_unknown_path_404() {
         (reqwest::Method::GET, "/v1/auth/register", Some("POST")),
         (reqwest::Method::PUT, "/v1/auth/login", Some("POST")),
         (reqwest::Method::POST, "/v1/auth/me", Some("GET")),
-        (reqwest::Method::DELETE, "/v1/rooms/lobby/messages", Some("GET")),
-        (reqwest::Method::GET, "/v1/admin/users/x/logout", Some("POST")),
+        (
+            reqwest::Method::DELETE,
+            "/v1/rooms/lobby/messages",
+            Some("GET"),
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/admin/users/x/logout",
+            Some("POST"),
+        ),
         (reqwest::Method::GET, "/v1/auth/nothing-here", None),
         (reqwest::Method::POST, "/v1/nothing", None),
     ];
@@ -712,5 +720,35 @@ async fn a_wrong_method_is_405_with_allow_and_an_unknown_path_404() {
             "{method} {path}: {body}"
         );
         assert_eq!(allowed.as_deref(), allow, "{method} {path}: Allow");
+    }
+    // A plain GET of /ws (no upgrade headers): 400; another WebSocket version: 426 with the
+    // version the node speaks (RFC 6455 4.4). Both with the JSON error body.
+    let ws = format!("{}/ws", cluster.nodes[0].base_url());
+    for (headers, expected_status) in [
+        (vec![], 400),
+        (
+            vec![
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("Sec-WebSocket-Version", "8"),
+            ],
+            426,
+        ),
+    ] {
+        let mut request = client.get(&ws);
+        for (name, value) in &headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("http request");
+        let status = response.status().as_u16();
+        let version = response.headers().get("sec-websocket-version").cloned();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (expected_status, Some("bad_request")),
+            "GET /ws with {headers:?}: {body}"
+        );
+        assert_eq!(version.as_ref().and_then(|v| v.to_str().ok()), Some("13"));
     }
 }

@@ -1,6 +1,7 @@
 //! The `/ws` upgrade request. Everything that can be refused with an HTTP status is refused
 //! here, before the upgrade: draining, still starting or full (503), too many or too large
-//! headers (431), origin (403), a bad `Authorization` header (401).
+//! headers (431), origin (403), a bad `Authorization` header (401), not a WebSocket handshake
+//! (400, or 426 for another protocol version). Every refusal has the API's JSON error body.
 //! A query-string token is refused *after* the upgrade with close 1008, because a browser
 //! cannot read the status of a failed upgrade.
 
@@ -134,7 +135,24 @@ pub async fn ws(
     > = Box::pin(FrameGuard::new(body, node.settings.max_frame_bytes));
     let mut payload = actix_web::dev::Payload::from(guarded);
     let body = <web::Payload as actix_web::FromRequest>::from_request(&req, &mut payload).await?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(upgraded) => upgraded,
+        // Not a WebSocket handshake (no upgrade headers, no key, another version): the status
+        // actix-ws chose, with the API's JSON error body instead of an empty one.
+        Err(e) => {
+            let status = e.error_response().status();
+            let mut refused = refuse(
+                status,
+                ErrorCode::BadRequest,
+                &format!("not a WebSocket upgrade: {e}"),
+            );
+            refused.headers_mut().insert(
+                actix_web::http::header::SEC_WEBSOCKET_VERSION,
+                actix_web::http::header::HeaderValue::from_static("13"),
+            );
+            return Ok(refused);
+        }
+    };
     let stream = stream
         .max_frame_size(node.settings.max_frame_bytes)
         .aggregate_continuations()
