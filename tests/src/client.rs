@@ -230,9 +230,9 @@ impl Ws {
                 Ok(None) => return Event::Closed(None),
                 Ok(Some(Err(_))) => return Event::Closed(None),
                 Ok(Some(Ok(Message::Text(text)))) => {
-                    return Event::Frame(
-                        serde_json::from_str(&text).expect("server frames are JSON"),
-                    );
+                    let frame: Value = serde_json::from_str(&text).expect("server frames are JSON");
+                    check_server_frame(&frame);
+                    return Event::Frame(frame);
                 }
                 Ok(Some(Ok(Message::Close(frame)))) => {
                     return Event::Closed(frame.map(|f| u16::from(f.code)));
@@ -247,4 +247,20 @@ enum Event {
     Frame(Value),
     Closed(Option<u16>),
     Timeout,
+}
+
+/// Panics unless `frame` follows the server frame schema: every frame any test receives is
+/// checked, so the schema and the node cannot drift apart.
+fn check_server_frame(frame: &Value) {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        let text = include_str!("../../crates/protocol/schema/server-frames.schema.json");
+        let schema: Value = serde_json::from_str(text).expect("the server frame schema is JSON");
+        jsonschema::validator_for(&schema).expect("the server frame schema is a JSON Schema")
+    });
+    let errors: Vec<String> = schema.iter_errors(frame).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "a server frame breaks crates/protocol/schema/server-frames.schema.json: {errors:?}\n{frame}"
+    );
 }
