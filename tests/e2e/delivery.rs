@@ -381,6 +381,20 @@ async fn history_pages_oldest_first_with_exclusive_bounds() {
     );
     let (status, _) = http.get("/v1/rooms/pages/messages", None).await;
     assert_eq!(status, 401);
+    // A page of nothing is not a page: limit 0 is refused; above 200 is clamped to 200.
+    let (status, zero) = http
+        .get("/v1/rooms/pages/messages?limit=0", Some(token))
+        .await;
+    assert_eq!(
+        (status, zero["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{zero}"
+    );
+    let (status, clamped) = http
+        .get("/v1/rooms/pages/messages?limit=100000", Some(token))
+        .await;
+    assert_eq!(status, 200, "{clamped}");
+    assert_eq!(clamped["messages"].as_array().map(Vec::len), Some(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,12 @@ pub async fn messages(
             "room names are 1-64 of a-z 0-9 _ . -",
         ));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    if query.limit == Some(0) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1-{MAX_LIMIT} (larger values are clamped to {MAX_LIMIT})"
+        )));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
     let page = gw
         .store
         .history_page(&room, &gw.epoch, query.after, query.before, limit)
