@@ -41,6 +41,7 @@ fn the_client_schema_accepts_exactly_what_the_node_accepts() {
         json!({"type": "join", "room": "a b"}),
         json!({"type": "join", "room": ""}),
         json!({"type": "join", "room": "café"}),
+        json!({"type": "join", "room": "r1\n"}),
         json!({"type": "join"}),
         json!({"type": "leave", "room": "lobby"}),
         json!({"type": "leave", "room": 1}),
@@ -50,6 +51,12 @@ fn the_client_schema_accepts_exactly_what_the_node_accepts() {
         json!({"type": "send", "room": "lobby", "body": "", "client_id": "c1"}),
         json!({"type": "send", "room": "lobby", "body": " \n\t", "client_id": "c1"}),
         json!({"type": "send", "room": "lobby", "body": " x ", "client_id": "c1"}),
+        // Whitespace as the node counts it (Unicode White_Space), not as one regex engine does.
+        json!({"type": "send", "room": "lobby", "body": "\u{85}\u{a0}\u{3000}\u{2029}", "client_id": "c1"}),
+        json!({"type": "send", "room": "lobby", "body": "\u{feff}", "client_id": "c1"}),
+        json!({"type": "send", "room": "lobby", "body": "\u{1c}\u{1f}", "client_id": "c1"}),
+        json!({"type": "send", "room": "lobby", "body": "\u{200b}", "client_id": "c1"}),
+        json!({"type": "send", "room": "lobby", "body": "\u{3000}x", "client_id": "c1"}),
         json!({"type": "send", "room": "lobby", "body": "hi", "client_id": ""}),
         json!({"type": "send", "room": "lobby", "body": "hi", "client_id": long(64)}),
         json!({"type": "send", "room": "lobby", "body": "hi", "client_id": long(65)}),
@@ -89,6 +96,21 @@ fn the_client_schema_accepts_exactly_what_the_node_accepts() {
         (10..corpus.len() - 10).contains(&accepted),
         "the corpus has good and bad frames"
     );
+}
+
+/// The one documented difference: JSON Schema counts 1.0 and 1e3 as integers; the node wants
+/// integers written as integers.
+#[test]
+fn an_integral_float_is_a_schema_integer_but_the_node_refuses_it() {
+    let schema = client_schema();
+    for text in [
+        r#"{"type":"join","room":"lobby","since":1.0}"#,
+        r#"{"type":"join","room":"lobby","since":1e3}"#,
+    ] {
+        let value: Value = serde_json::from_str(text).expect("JSON");
+        assert!(schema.is_valid(&value), "{text}");
+        assert!(parse_client_frame(text).is_err(), "{text}");
+    }
 }
 
 #[test]
