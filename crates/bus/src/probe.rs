@@ -84,20 +84,16 @@ async fn ask_both(
     consumer: &Arc<LagConsumer>,
     topic: &str,
 ) -> Result<(), String> {
-    let blocking = |ask: Box<dyn FnOnce() -> Result<(), String> + Send>| async move {
-        tokio::task::spawn_blocking(ask)
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
-    };
     let (p, t) = (producer.clone(), topic.to_owned());
     let (c, u) = (consumer.clone(), topic.to_owned());
     let (produced, consumed) = tokio::join!(
-        blocking(Box::new(move || ask(p.client(), &t))),
-        blocking(Box::new(
-            move || ask(c.client(), &u).map_err(|why| format!("fan-out consumer: {why}"))
-        )),
+        tokio::task::spawn_blocking(move || ask(p.client(), &t)),
+        tokio::task::spawn_blocking(move || ask(c.client(), &u)),
     );
-    produced.and(consumed)
+    let answer = |joined: Result<Result<(), String>, tokio::task::JoinError>| {
+        joined.unwrap_or_else(|e| Err(e.to_string()))
+    };
+    answer(produced).and(answer(consumed).map_err(|why| format!("fan-out consumer: {why}")))
 }
 
 /// Probes until the process ends, recording the verdict in `state`.

@@ -243,6 +243,12 @@ impl Node {
         self.deps.bus.flush(timeout).await
     }
 
+    /// The sessions this node knows to have ended (kept up to date by its revocation watcher),
+    /// for an API served in the same process.
+    pub fn revoked_sessions(&self) -> Arc<RevokedSet> {
+        self.revoked.clone()
+    }
+
     /// The close code of a token's session if it no longer stands: revoked (the in-memory set
     /// fed by the session store), or issued before `tokens_issued_from`.
     pub(crate) fn revocation_of(&self, claims: &onlychat_auth::Claims) -> Option<u16> {

@@ -36,8 +36,9 @@ pub struct Gateway {
     pub limiter: Arc<dyn RateLimiter>,
     pub login_limits: LoginLimits,
     /// Sessions that ended, fed by the session store's revocation feed
-    /// ([`Gateway::watch_revocations`]): every endpoint that takes a bearer token refuses
-    /// their tokens, also the ones that do not read the session store (history, users).
+    /// ([`Gateway::watch_revocations`], or the chat node's set when both run in one process):
+    /// every endpoint that takes a bearer token refuses their tokens, also the ones that do
+    /// not read the session store (history, users).
     pub revoked: Arc<RevokedSet>,
 }
 

@@ -252,29 +252,12 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         window: args.socket.delivery.dedupe_window,
     };
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::journaled(last, &epoch, Arc::new(journal)));
-    // Sessions live in this process's memory: no token issued before this start stands. `iat`
-    // is in whole seconds, so start serving only once a new second has begun: every token of
-    // an earlier process is then older than `from`, every token of this one is not.
-    let from = chrono::Utc::now().timestamp() + 1;
-    let wait_ms = (from * 1000 - chrono::Utc::now().timestamp_millis()).max(0);
-    tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
-    let gateway = Arc::new(Gateway {
-        store: store.clone(),
-        sessions: sessions.clone(),
-        keys: keys.clone(),
-        refresh_ttl: args.tokens.refresh_ttl,
-        epoch,
-        limiter: Arc::new(MemoryLimiter::default()),
-        login_limits: login_limits(&args.limits),
-        revoked: Arc::new(RevokedSet::issued_from(Some(from))),
-    });
-    gateway.watch_revocations();
     // Resends of messages stored before this start must still be recognised.
     let window =
         i64::try_from(args.socket.delivery.dedupe_window.as_millis()).unwrap_or(i64::MAX / 4);
     let recent = store
         .messages_since(
-            &gateway.epoch,
+            &epoch,
             chrono::Utc::now().timestamp_millis() - window,
             STANDALONE_WARM_MAX,
         )
@@ -282,11 +265,17 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
         .context("cannot read the message log")?;
     let deps = NodeDeps {
         bus,
-        sessions,
-        keys,
+        sessions: sessions.clone(),
+        keys: keys.clone(),
         presence: Presence::Local,
-        history: Some(store),
+        history: Some(store.clone()),
     };
+    // Sessions live in this process's memory: no token issued before this start stands. `iat`
+    // is in whole seconds, so start serving only once a new second has begun: every token of
+    // an earlier process is then older than `from`, every token of this one is not.
+    let from = chrono::Utc::now().timestamp() + 1;
+    let wait_ms = (from * 1000 - chrono::Utc::now().timestamp_millis()).max(0);
+    tokio::time::sleep(std::time::Duration::from_millis(wait_ms.unsigned_abs())).await;
     let settings = NodeSettings {
         tokens_issued_from: Some(from),
         ..node_settings(&args.serve, &args.socket)
@@ -295,6 +284,17 @@ async fn standalone(args: StandaloneArgs) -> anyhow::Result<()> {
     crate::telemetry::zero_series(crate::telemetry::NODE_SERIES);
     let node = Node::start(settings, deps).await?;
     node.remember(recent);
+    // One process, one set of ended sessions: the gateway checks tokens against the node's.
+    let gateway = Arc::new(Gateway {
+        store,
+        sessions,
+        keys,
+        refresh_ttl: args.tokens.refresh_ttl,
+        epoch,
+        limiter: Arc::new(MemoryLimiter::default()),
+        login_limits: login_limits(&args.limits),
+        revoked: node.revoked_sessions(),
+    });
     tracing::info!(data_dir = %args.data.data_dir.display(), "standalone: gateway and chat node in one process");
     serve::run(
         listener,

@@ -5,11 +5,9 @@ mod auth;
 mod rooms;
 mod users;
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{Method, header};
 use actix_web::{HttpResponse, Resource, Route, web};
-use onlychat_protocol::ErrorCode;
-
-use crate::ApiError;
+use onlychat_protocol::{ErrorCode, error_body};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -47,21 +45,11 @@ where
     web::resource(path)
         .route(Route::new().method(method).to(handler))
         .default_service(web::to(move || {
-            let allow = allow.clone();
-            async move {
-                let refused = ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    ErrorCode::MethodNotAllowed,
-                    format!("this endpoint answers {allow} only"),
-                );
-                let mut response = actix_web::ResponseError::error_response(&refused);
-                if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
-                    response
-                        .headers_mut()
-                        .insert(actix_web::http::header::ALLOW, value);
-                }
-                Ok::<HttpResponse, actix_web::Error>(response)
-            }
+            let message = format!("this endpoint answers {allow} only");
+            let refused = HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, allow.as_str()))
+                .json(error_body(ErrorCode::MethodNotAllowed, &message));
+            std::future::ready(refused)
         }))
 }
 
